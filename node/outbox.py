@@ -1,0 +1,395 @@
+"""The outbox worker: sends queued ISO 18626 messages to peers.
+
+An edge module: it owns the HTTP client side and the clock. Each round it leases
+a batch of due rows (``node.store.outbox_repo.claim_due``; at most one per
+transaction, so messages for one request go out in order), POSTs them
+concurrently, and records each result in its own database transaction:
+
+- 2xx with a body: delivered. ``on_delivered(conn, row, status, body)`` runs in the
+  same transaction as the write that marks the row sent. If it returns a
+  :class:`DeliveryVerdict` with ``ok=False`` (the peer's confirmation said ERROR)
+  the row is marked failed, not retried (a business answer, not a network
+  fault), with a ``send_error`` history row and ``needs_attention`` set.
+- connection error, timeout, non-2xx, or 2xx without a body: retried after
+  ``min(max_backoff, initial_backoff * 2**(attempts-1))`` plus up to 10 % jitter;
+  after ``max_attempts`` attempts the row is marked failed, with a
+  ``send_failed`` history row and ``needs_attention`` set.
+
+Nothing is dropped silently and nothing is marked sent without a 2xx. One log
+line per send goes to the ``node.outbox`` logger.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import aiohttp
+from sqlalchemy import insert, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from node.store import outbox_repo
+from node.store.outbox_repo import OutboxRow
+from node.store.tables import history, transactions
+
+log = logging.getLogger("node.outbox")
+
+CONTENT_TYPE = "application/xml; charset=utf-8"
+ACTOR = "system"
+_MAX_STORED_ERROR = 2000
+
+
+@dataclass(frozen=True, kw_only=True)
+class DeliveryVerdict:
+    """What ``on_delivered`` made of the peer's confirmation.
+
+    ``ok=False`` means the peer answered with an ERROR confirmation: the row is
+    marked failed with ``error`` as its last_error and is not retried.
+    """
+
+    ok: bool = True
+    error: str | None = None
+    detail: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def delivered(cls) -> DeliveryVerdict:
+        return cls(ok=True)
+
+    @classmethod
+    def rejected(cls, error: str, detail: Mapping[str, Any] | None = None) -> DeliveryVerdict:
+        return cls(ok=False, error=error, detail=dict(detail or {}))
+
+
+OnDelivered = Callable[[AsyncConnection, OutboxRow, int, bytes], Awaitable[DeliveryVerdict | None]]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    status: int | None  # HTTP status, None when no answer
+    body: bytes
+    error: str | None  # None: delivered (2xx with a body)
+
+
+class _LeaseLost(Exception):
+    """Our lease on a row ran out and someone else took it: roll back, write nothing."""
+
+
+class OutboxWorker:
+    """Drains the outbox. Run ``await worker.run()`` in a task; ``await worker.stop()``."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        session: aiohttp.ClientSession,
+        *,
+        worker_id: str,
+        timeout_seconds: float = 30.0,
+        max_attempts: int = 10,
+        initial_backoff_seconds: float = 30.0,
+        max_backoff_seconds: float = 3600.0,
+        poll_seconds: float = 5.0,
+        on_delivered: OnDelivered | None = None,
+        clock: Callable[[], datetime] = utc_now,
+        batch_size: int = 16,
+        lease_seconds: float | None = None,
+        headers_for: Callable[[OutboxRow], Mapping[str, str]] | None = None,
+        ssl_for: Callable[[OutboxRow], Any] | None = None,
+    ) -> None:
+        if max_attempts < 1:
+            raise ValueError("max_attempts must be at least 1")
+        self.engine = engine
+        self.session = session
+        self.worker_id = worker_id
+        self.timeout_seconds = timeout_seconds
+        self.max_attempts = max_attempts
+        self.initial_backoff_seconds = initial_backoff_seconds
+        self.max_backoff_seconds = max_backoff_seconds
+        self.poll_seconds = poll_seconds
+        self.on_delivered = on_delivered
+        self.clock = clock
+        self.batch_size = batch_size
+        # Per-peer credentials, computed at send time from the current config
+        # (secrets are never stored in the outbox): extra headers, TLS context.
+        self.headers_for = headers_for
+        self.ssl_for = ssl_for
+        # The whole batch is sent concurrently, so one timeout plus slack covers it.
+        self.lease_seconds = lease_seconds if lease_seconds is not None else timeout_seconds * 2 + 30
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._running: asyncio.Future[None] | None = None
+
+    # ------------------------------------------------------------------ control
+
+    def wake(self) -> None:
+        """Look for due rows now (call after committing new outbox rows)."""
+        self._wake.set()
+
+    async def stop(self) -> None:
+        """Let the in-flight batch finish, then make ``run()`` return."""
+        self._stopping = True
+        self._wake.set()
+        if self._running is not None:
+            await asyncio.shield(self._running)
+
+    async def run(self) -> None:
+        """Send until :meth:`stop`. Database or programming errors are logged and retried."""
+        if self._running is not None:
+            raise RuntimeError("OutboxWorker.run() is already running")
+        self._stopping = False
+        self._running = asyncio.get_running_loop().create_future()
+        try:
+            while not self._stopping:
+                self._wake.clear()
+                try:
+                    n = await self.run_once()
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("outbox round failed (worker %s)", self.worker_id)
+                    n = 0
+                if self._stopping:
+                    break
+                if n >= self.batch_size:
+                    continue  # probably more due
+                try:
+                    await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
+                except TimeoutError:
+                    pass
+        finally:
+            running, self._running = self._running, None
+            if not running.done():
+                running.set_result(None)
+
+    # ------------------------------------------------------------------ one round
+
+    async def run_once(self) -> int:
+        """Claim one batch of due rows, send them, record the results; returns how many."""
+        async with self.engine.begin() as conn:
+            rows = await outbox_repo.claim_due(
+                conn,
+                worker_id=self.worker_id,
+                now=self.clock(),
+                lease_seconds=self.lease_seconds,
+                limit=self.batch_size,
+            )
+        if not rows:
+            return 0
+        results = await asyncio.gather(*(self._process(row) for row in rows), return_exceptions=True)
+        for row, result in zip(rows, results):
+            if isinstance(result, BaseException):
+                # The lease expires and the row is tried again; nothing is lost.
+                log.error(
+                    "outbox id=%s: recording the result failed",
+                    row.id,
+                    exc_info=(type(result), result, result.__traceback__),
+                )
+        return len(rows)
+
+    async def _process(self, row: OutboxRow) -> None:
+        started = time.perf_counter()
+        outcome = await self._send(row)
+        ms = (time.perf_counter() - started) * 1000
+        result = await self._record(row, outcome)
+        log.info(
+            "outbox send peer=%s kind=%s id=%s status=%s ms=%.1f result=%s",
+            row.peer,
+            row.kind,
+            row.id,
+            outcome.status if outcome.status is not None else "-",
+            ms,
+            result,
+            extra={
+                "peer": row.peer,
+                "kind": row.kind,
+                "outbox_id": row.id,
+                "http_status": outcome.status,
+                "ms": round(ms, 1),
+                "result": result,
+                "attempt": row.attempts + 1,
+            },
+        )
+
+    async def _send(self, row: OutboxRow) -> _Outcome:
+        headers = {"Content-Type": CONTENT_TYPE}
+        extra: dict[str, Any] = {}
+        try:
+            if self.headers_for is not None:
+                headers.update(self.headers_for(row))
+            if self.ssl_for is not None and row.url.lower().startswith("https:"):
+                context = self.ssl_for(row)
+                if context is not None:
+                    extra["ssl"] = context
+        except Exception as exc:  # a broken key or certificate: retried, and visible
+            return _Outcome(None, b"", f"credentials for {row.peer}: {type(exc).__name__}")
+        try:
+            async with self.session.post(
+                row.url,
+                data=row.body,
+                headers=headers,
+                **extra,
+                timeout=aiohttp.ClientTimeout(total=self.timeout_seconds),
+                allow_redirects=False,
+            ) as response:
+                body = await response.read()
+                status = response.status
+        except TimeoutError:
+            return _Outcome(None, b"", f"timeout after {self.timeout_seconds:g}s")
+        except aiohttp.ClientError as exc:
+            return _Outcome(None, b"", f"{type(exc).__name__}: {exc}"[:_MAX_STORED_ERROR])
+        except (OSError, ValueError) as exc:  # refused, reset, a bad URL...
+            return _Outcome(None, b"", f"{type(exc).__name__}: {exc}"[:_MAX_STORED_ERROR])
+        if not 200 <= status < 300:
+            snippet = body[:200].decode("utf-8", "replace")
+            return _Outcome(status, body, f"HTTP {status}: {snippet}")
+        if not body.strip():
+            return _Outcome(status, body, f"HTTP {status} with an empty body (no confirmation)")
+        return _Outcome(status, body, None)
+
+    def backoff(self, attempts: int) -> float:
+        """Seconds to wait after the ``attempts``-th failed attempt (1-based), with jitter."""
+        base = min(
+            self.max_backoff_seconds,
+            self.initial_backoff_seconds * 2 ** max(0, attempts - 1),
+        )
+        return base * (1 + random.uniform(0, 0.1))
+
+    async def _record(self, row: OutboxRow, outcome: _Outcome) -> str:
+        now = self.clock()
+        attempt = row.attempts + 1
+        if outcome.error is None:
+            try:
+                return await self._record_delivered(row, outcome, now)
+            except _LeaseLost:
+                return "stale"
+            except Exception as exc:
+                # The peer has the message (2xx) but we could not process its answer.
+                # Record it as sent (it was), flag the request for staff, keep the bug visible.
+                log.exception("outbox id=%s: processing the confirmation failed", row.id)
+                async with self.engine.begin() as conn:
+                    if not await outbox_repo.mark_sent(
+                        conn,
+                        row.id,
+                        now=now,
+                        confirmation=outcome.body,
+                        http_status=outcome.status,
+                        worker_id=self.worker_id,
+                    ):
+                        return "stale"
+                    await self._flag(
+                        conn, row, now, "confirmation_error",
+                        {"error": f"{type(exc).__name__}: {exc}"[:_MAX_STORED_ERROR],
+                         "http_status": outcome.status},
+                    )
+                return "sent-unprocessed"
+
+        async with self.engine.begin() as conn:
+            if attempt >= self.max_attempts:
+                if not await outbox_repo.mark_failed(
+                    conn,
+                    row.id,
+                    now=now,
+                    error=outcome.error,
+                    http_status=outcome.status,
+                    worker_id=self.worker_id,
+                ):
+                    return "stale"
+                await self._flag(
+                    conn, row, now, "send_failed",
+                    {"error": outcome.error, "http_status": outcome.status},
+                )
+                return "failed"
+            if not await outbox_repo.mark_retry(
+                conn,
+                row.id,
+                now=now,
+                error=outcome.error,
+                next_attempt_at=now + timedelta(seconds=self.backoff(attempt)),
+                http_status=outcome.status,
+                worker_id=self.worker_id,
+            ):
+                return "stale"
+            return "retry"
+
+    async def _record_delivered(self, row: OutboxRow, outcome: _Outcome, now: datetime) -> str:
+        """on_delivered and the row's new state, in one transaction.
+
+        If our lease was lost meanwhile (another worker took the row over), the whole
+        transaction, including on_delivered's writes, is rolled back: the other
+        worker's result stands.
+        """
+        async with self.engine.begin() as conn:
+            verdict = None
+            if self.on_delivered is not None:
+                verdict = await self.on_delivered(conn, row, outcome.status, outcome.body)
+            if verdict is not None and not verdict.ok:
+                error = verdict.error or "peer answered with an ERROR confirmation"
+                if not await outbox_repo.mark_failed(
+                    conn,
+                    row.id,
+                    now=now,
+                    error=error,
+                    http_status=outcome.status,
+                    confirmation=outcome.body,
+                    worker_id=self.worker_id,
+                ):
+                    raise _LeaseLost()
+                await self._flag(
+                    conn, row, now, "send_error",
+                    {"error": error, "http_status": outcome.status, **verdict.detail},
+                )
+                return "error-confirmation"
+            if not await outbox_repo.mark_sent(
+                conn,
+                row.id,
+                now=now,
+                confirmation=outcome.body,
+                http_status=outcome.status,
+                worker_id=self.worker_id,
+            ):
+                raise _LeaseLost()
+            return "sent"
+
+    async def _flag(
+        self, conn: AsyncConnection, row: OutboxRow, now: datetime, event: str, detail: dict
+    ) -> None:
+        """History row (and needs_attention) for a message that did not go through."""
+        if row.transaction_id is None:
+            log.warning("outbox id=%s %s (no transaction): %s", row.id, event, detail)
+            return
+        await conn.execute(
+            insert(history).values(
+                transaction_id=row.transaction_id,
+                at=now,
+                actor=ACTOR,
+                event=event,
+                detail={
+                    "outbox_id": row.id,
+                    "peer": row.peer,
+                    "kind": row.kind,
+                    "attempts": row.attempts + 1,
+                    **detail,
+                },
+            )
+        )
+        await conn.execute(
+            update(transactions)
+            .where(transactions.c.id == row.transaction_id)
+            .values(
+                needs_attention=True,
+                updated_at=now,
+                version=transactions.c.version + 1,  # the optimistic lock sees the change
+            )
+        )
+
+
+__all__ = ["CONTENT_TYPE", "DeliveryVerdict", "OnDelivered", "OutboxWorker", "utc_now"]

@@ -1,0 +1,48 @@
+"""Timed work, run by APScheduler inside the node's event loop.
+
+One job covers every per-request timer (answer timeouts, retry dates, due
+dates): the machines say when they next need the clock (``next_timer``),
+the service stores that on the request row, and this job ticks the requests
+whose time has come.  The outbox has its own loop; the job here only nudges
+it so that back-off retries are not left waiting for new traffic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+if TYPE_CHECKING:
+    from .service import Node
+
+log = logging.getLogger("node.scheduler")
+
+
+async def _tick(node: "Node") -> None:
+    task = asyncio.current_task()
+    jobs = getattr(node, "_timer_jobs", None)
+    if jobs is not None and task is not None:
+        jobs.add(task)  # Node.stop() waits for it
+        task.add_done_callback(jobs.discard)
+    try:
+        done = await node.run_due_timers()
+        if done:
+            log.info("timers: %d request(s) ticked", done)
+    except asyncio.CancelledError:  # the node is stopping
+        return
+    except Exception:  # a failing job must not stop the scheduler
+        log.exception("timer job failed")
+    node._wake_outbox()
+
+
+def start_scheduler(node: "Node") -> AsyncIOScheduler:
+    scheduler = AsyncIOScheduler(timezone="UTC")
+    scheduler.add_job(
+        _tick, "interval", seconds=node.timer_interval_seconds, args=[node],
+        id="timers", max_instances=1, coalesce=True,
+    )
+    scheduler.start()
+    return scheduler

@@ -1,0 +1,116 @@
+"""``ill-node serve`` and ``ill-node init``: run a node, or make a new one."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from aiohttp import web
+
+from .config import ConfigError, default_config_text, load
+from .store import db
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    serve = subparsers.add_parser("serve", help="run the node")
+    serve.add_argument("--config", required=True, type=Path, help="the node's TOML file")
+    serve.set_defaults(func=cmd_serve)
+
+    init = subparsers.add_parser("init", help="write a starter config and database in DIR")
+    init.add_argument("dir", type=Path)
+    init.add_argument("--symbol", default="ISIL:XX-NEW", help="our agency id, TYPE:VALUE")
+    init.add_argument("--name", default="New Library")
+    init.add_argument("--listen", default="127.0.0.1:8080", help="host:port")
+    init.set_defaults(func=cmd_init)
+
+
+def load_or_report(path: Path):
+    """The config, or None after printing every problem in it."""
+    try:
+        return load(path)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return None
+    except OSError as exc:
+        print(f"{path}: cannot read: {exc.strerror}", file=sys.stderr)
+        return None
+
+
+def setup_logging() -> None:
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
+
+
+async def _check_database(url: str) -> str | None:
+    engine = db.create_engine(url)
+    try:
+        await db.check_migrated(engine)
+    except db.NotMigrated as exc:
+        return str(exc)
+    finally:
+        await engine.dispose()
+    return None
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    config = load_or_report(args.config)
+    if config is None:
+        return 1
+    problem = asyncio.run(_check_database(config.node.database_url))
+    if problem:
+        print(problem.replace("--config FILE", f"--config {args.config}"), file=sys.stderr)
+        return 1
+    setup_logging()
+    from .http import NODE, create_app
+
+    app = create_app(config)
+
+    async def on_startup(app: web.Application) -> None:
+        loop = asyncio.get_running_loop()
+
+        def reload() -> None:
+            fresh = load_or_report(args.config)
+            if fresh is not None:
+                asyncio.ensure_future(app[NODE].reload(fresh))
+
+        loop.add_signal_handler(signal.SIGHUP, reload)
+
+    app.on_startup.append(on_startup)
+    from . import auth, limits
+
+    # HTTPS (and client certificates) from [node] tls_*; connection and
+    # slow-client limits from [limits], re-read after a reload.
+    limits.run(app, host=config.node.listen_host, port=config.node.listen_port,
+               ssl_context=auth.server_ssl_context(config),
+               limits=lambda: app[NODE].config.limits,
+               print=lambda text: logging.getLogger("node").info(text))
+    return 0
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    directory: Path = args.dir
+    path = directory / "config.toml"
+    if path.exists():
+        print(f"{path} exists already: not overwritten", file=sys.stderr)
+        return 1
+    directory.mkdir(parents=True, exist_ok=True)
+    host, _, port = args.listen.rpartition(":")
+    path.write_text(default_config_text(
+        symbol=args.symbol, name=args.name, listen=args.listen,
+        public_url=f"http://{host}:{port}/iso18626",
+    ))
+    config = load_or_report(path)
+    if config is None:
+        return 1
+    db.migrate(config.node.database_url)
+    print(f"wrote {path} and its database; start the node with:")
+    print(f"  ill-node serve --config {path}")
+    return 0

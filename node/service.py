@@ -1,0 +1,567 @@
+"""The service: where the pure machines meet the database, the outbox and the clock.
+
+Every input (a partner's message, a staff action, a timer) is handled in ONE
+database transaction: load the request's state, run the pure machine, then
+write the new state, its history, the messages it sends (to the outbox, already
+serialised for the partner's version) and its effects.  Only after the commit
+does the confirmation leave or the staff API answer: nothing confirmed is lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+import aiohttp
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from . import auth as peer_auth
+from . import borrower
+from . import limits as node_limits
+from .borrower import machine as bmachine
+from .config import Closure, NodeConfig
+from .machine import Result, StaffActionError
+from .outbox import OutboxWorker
+from .protocol import confirm, reader, writer
+from .protocol.codes import ErrorType, MessageStatus
+from .protocol.errors import ProtocolError, UnrecognisedValue
+from .protocol.messages import (
+    AgencyId,
+    BusinessMessage,
+    Envelope,
+    Request,
+    RequestingAgencyMessage,
+    SupplyingAgencyMessage,
+)
+from .store import auth_repo, db, outbox_repo, repo
+from .supplier import machine as smachine
+
+log = logging.getLogger("node.messages")
+
+Clock = Callable[[], datetime]
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class NotFound(Exception):
+    """No request with that id on this side."""
+
+
+@dataclass(frozen=True, slots=True)
+class Side:
+    """What differs between the lending and the borrowing side of the service."""
+
+    role: str
+    machine: Any
+    state_type: type
+
+
+LENDING = Side("lending", smachine, smachine.LendingTransaction)
+BORROWING = Side("borrowing", bmachine, bmachine.BorrowingRequest)
+SIDES = {s.role: s for s in (LENDING, BORROWING)}
+
+
+class Node:
+    """One running node: its configuration, database, outbox and clock."""
+
+    def __init__(
+        self,
+        config: NodeConfig,
+        *,
+        engine: AsyncEngine | None = None,
+        clock: Clock = utcnow,
+        worker_id: str | None = None,
+        timer_interval_seconds: float = 15.0,
+    ):
+        self.config = config
+        self.engine = engine
+        self.clock = clock
+        self.worker_id = worker_id or f"node-{secrets.token_hex(4)}"
+        self.session: aiohttp.ClientSession | None = None
+        self.outbox: OutboxWorker | None = None
+        self._outbox_task: asyncio.Task | None = None
+        self._scheduler = None
+        self._timer_jobs: set[asyncio.Task] = set()  # timer ticks running now (scheduler.py)
+        self._owns_engine = engine is None
+        self.timer_interval_seconds = timer_interval_seconds
+
+    @property
+    def symbol(self) -> AgencyId:
+        return AgencyId.parse(str(self.config.node.symbol))
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self.engine is None:
+            self.engine = db.create_engine(self.config.node.database_url)
+        await db.check_migrated(self.engine)
+        async with self.engine.begin() as conn:
+            await repo.seed_closures(conn, self.config, now=self.clock())
+            if self.engine.dialect.name == "sqlite":
+                # One node process per SQLite file: claims left by a killed process
+                # are stale, and its unsent messages go out now.
+                await outbox_repo.release_leases(conn)
+        self.session = aiohttp.ClientSession()
+        cfg = self.config.outbox
+        self.outbox = OutboxWorker(
+            self.engine,
+            self.session,
+            worker_id=self.worker_id,
+            timeout_seconds=cfg.timeout_seconds,
+            max_attempts=cfg.max_attempts,
+            initial_backoff_seconds=cfg.initial_backoff_seconds,
+            max_backoff_seconds=cfg.max_backoff_seconds,
+            poll_seconds=cfg.poll_seconds,
+            on_delivered=self._on_delivered,
+            headers_for=lambda row: peer_auth.outgoing_headers(self.config, row.peer, row.body),
+            ssl_for=lambda row: peer_auth.client_ssl_context(self.config),
+            clock=self.clock,
+            # A send cannot outlive its HTTP timeout; a dead worker's claims expire soon after.
+            lease_seconds=cfg.timeout_seconds + 10,
+        )
+        self._outbox_task = asyncio.create_task(self.outbox.run(), name="outbox")
+        from .scheduler import start_scheduler
+
+        self._scheduler = start_scheduler(self)
+
+    async def stop(self) -> None:
+        if self._scheduler is not None:
+            self._scheduler.shutdown(wait=False)
+            self._scheduler = None
+        # A tick still running must finish before the engine goes (else its
+        # connection is closed under it and the event loop cannot shut down).
+        await asyncio.gather(*self._timer_jobs, return_exceptions=True)
+        if self.outbox is not None:
+            await self.outbox.stop()
+        if self._outbox_task is not None:
+            await asyncio.gather(self._outbox_task, return_exceptions=True)
+            self._outbox_task = None
+        if self.session is not None:
+            await self.session.close()
+            self.session = None
+        if self.engine is not None and self._owns_engine:
+            await self.engine.dispose()
+            self.engine = None
+
+    async def reload(self, config: NodeConfig) -> None:
+        """Take a new configuration (SIGHUP or the admin API): partners, closures, policies."""
+        previous = self.config
+        self.config = config
+        async with self.engine.begin() as conn:
+            await repo.seed_closures(conn, config, now=self.clock(), previous=previous)
+        log.info("configuration reloaded from %s", config.source_path)
+
+    async def health(self) -> dict[str, Any]:
+        try:
+            async with self.engine.connect() as conn:
+                pending = await repo.outbox_pending(conn)
+            return {"status": "ok", "symbol": str(self.config.node.symbol), "outbox_pending": pending}
+        except Exception as exc:  # health must answer, whatever is wrong
+            return {"status": "error", "error": str(exc)}
+
+    def _wake_outbox(self) -> None:
+        if self.outbox is not None:
+            self.outbox.wake()
+
+    # -- incoming ISO 18626 messages -------------------------------------------
+
+    async def receive(self, body: bytes, *, peer_address: str | None = None,
+                      headers=None, peer_cert: bytes | None = None) -> bytes:
+        """Handle one POSTed message; return the confirmation to send back.
+
+        ``headers`` / ``peer_cert`` (the TLS client certificate, DER) are what
+        the partner's checks need; raises ``auth.AuthenticationFailed`` (401)
+        or ``limits.RateLimited`` (429) before anything is stored."""
+        started = time.perf_counter()
+        now = self.clock()
+        limits = self.config.limits
+        try:
+            envelope = reader.parse(
+                body, max_bytes=limits.max_body_bytes, max_depth=limits.max_xml_depth
+            )
+        except ProtocolError as exc:
+            answer = confirm.error_confirmation_from_bytes(body, exc, now=now)
+            self._log_in(None, None, exc, started, peer_address)
+            return writer.serialise(answer)
+        message = envelope.message
+        if not isinstance(message, (Request, SupplyingAgencyMessage, RequestingAgencyMessage)):
+            exc = ProtocolError(
+                ErrorType.BADLY_FORMED_MESSAGE,
+                f"{message.KIND} is an answer, not a message: confirmations travel in the "
+                "HTTP response to the message they confirm",
+            )
+            answer = confirm.error_confirmation_from_bytes(body, exc, now=now)
+            self._log_in(envelope, None, exc, started, peer_address)
+            return writer.serialise(answer)
+        try:
+            answer = await self._receive_business(
+                envelope, body, now, credentials=peer_auth.Credentials(headers or {}, peer_cert))
+        except ProtocolError as exc:
+            conf = confirm.confirmation_for(message, now=now, error=exc)
+            self._log_in(envelope, None, exc, started, peer_address)
+            return writer.serialise(Envelope(version=envelope.version, message=conf))
+        self._wake_outbox()
+        self._log_in(envelope, MessageStatus.OK, None, started, peer_address)
+        return answer
+
+    async def _receive_business(self, envelope: Envelope, body: bytes, now: datetime,
+                                credentials=None) -> bytes:
+        message: BusinessMessage = envelope.message
+        sender, partner = self._check_addressing(message)
+        # Issue 7: the partner's checks, then its allowance; nothing stored yet.
+        peer_auth.authenticate(partner, message, body, credentials or peer_auth.Credentials())
+        node_limits.rate_limiter_for(self).hit(str(partner.symbol),
+                                               self.config.limits.partner_requests_per_minute)
+        digest = message_digest(sender, message, body)
+        conf = confirm.confirmation_for(message, now=now)
+        answer = writer.serialise(Envelope(version=envelope.version, message=conf))
+        for _ in range(2):  # a second pass only after losing a race on the digest
+            try:
+                async with self.engine.begin() as conn:
+                    stored = await repo.confirmation_for_digest(conn, digest)
+                    if stored is not None:
+                        return stored  # the same message again: same answer, no change
+                    tx_id = await self._dispatch(conn, message, now)
+                    await repo.log_message(
+                        conn, direction="in", message=message, raw=body, peer=str(sender),
+                        transaction_id=tx_id, digest=digest, confirmation=answer, now=now,
+                    )
+                return answer
+            except IntegrityError:
+                continue
+        raise ProtocolError(ErrorType.UNRECOGNISED_DATA_VALUE, "message could not be stored")
+
+    def _check_addressing(self, message: BusinessMessage):
+        """The message must name us, and come from a partner we know."""
+        header = message.header
+        if isinstance(message, SupplyingAgencyMessage):
+            sender, receiver, ours = header.supplying_agency_id, header.requesting_agency_id, (
+                "requestingAgencyId")
+        else:
+            sender, receiver, ours = header.requesting_agency_id, header.supplying_agency_id, (
+                "supplyingAgencyId")
+        if receiver is None or not self.symbol.same_agency(receiver):
+            raise UnrecognisedValue(
+                f"header/{ours}: {receiver} is not this node ({self.symbol})"
+            )
+        if sender is None:
+            raise UnrecognisedValue("header: the sender's agency id is missing")
+        partner = self.config.partner(str(sender))
+        if partner is None:
+            raise UnrecognisedValue(
+                f"header: agency {sender} is not a partner of {self.symbol}"
+            )
+        if not header.requesting_agency_request_id:
+            raise UnrecognisedValue("header/requestingAgencyRequestId is empty")
+        return sender, partner
+
+    async def _dispatch(self, conn: AsyncConnection, message: BusinessMessage, now) -> int:
+        header = message.header
+        if isinstance(message, Request):
+            return await self._receive_request(conn, message, now)
+        if isinstance(message, RequestingAgencyMessage):
+            row = await repo.lock_transaction(
+                conn, role="lending", requesting_agency_id=str(header.requesting_agency_id),
+                requesting_request_id=header.requesting_agency_request_id,
+            )
+            if row is None:
+                raise UnrecognisedValue(
+                    f"header/requestingAgencyRequestId: no request "
+                    f"{header.requesting_agency_request_id!r} from {header.requesting_agency_id}"
+                )
+            state = LENDING.state_type.from_json(row.state)
+            ctx = self._lending_context(row.partner, await repo.closure(conn, "lending", self.config), now)
+            result = LENDING.machine.receive_action(state, message, ctx=ctx)
+            await self._apply(conn, LENDING, row.id, result, actor=f"peer:{row.partner}", now=now)
+            return row.id
+        # SupplyingAgencyMessage: an answer about one of our borrowing attempts.
+        row = await repo.lock_borrowing_by_attempt(conn, header.requesting_agency_request_id)
+        if row is not None:  # issue 7: only the partner the attempt went to may answer it
+            owner = await auth_repo.attempt_partner(conn, header.requesting_agency_request_id)
+            if owner is None or not AgencyId.parse(owner).same_agency(header.supplying_agency_id):
+                row = None
+        if row is None:
+            raise UnrecognisedValue(
+                f"header/requestingAgencyRequestId: {header.requesting_agency_request_id!r} "
+                "is not a request of ours"
+            )
+        state = BORROWING.state_type.from_json(row.state)
+        ctx = await self._borrowing_context(conn, now)
+        result = BORROWING.machine.receive(state, message, ctx=ctx)
+        sender = str(header.supplying_agency_id)
+        await self._apply(conn, BORROWING, row.id, result, actor=f"peer:{sender}", now=now)
+        return row.id
+
+    async def _receive_request(self, conn: AsyncConnection, message: Request, now) -> int:
+        header = message.header
+        requester = str(header.requesting_agency_id)
+        existing = await repo.lock_transaction(
+            conn, role="lending", requesting_agency_id=requester,
+            requesting_request_id=header.requesting_agency_request_id,
+        )
+        previous = None
+        if existing is not None:
+            if existing.status != smachine.LendingState.RETRY_POSSIBLE.value:
+                raise UnrecognisedValue(
+                    f"header/requestingAgencyRequestId: {header.requesting_agency_request_id!r} "
+                    f"already exists (a different request from {requester} has that id)"
+                )
+            # A Retry after RetryPossible reuses the id: the machine decides if it may.
+            previous = LENDING.state_type.from_json(existing.state)
+        closure = await repo.closure(conn, "lending", self.config)
+        ctx = self._lending_context(requester, closure, now)
+        located = None
+        if not closure.applies_on(now.date()):
+            located = await repo.locate(conn, message, self.config.lending, self.symbol)
+        result = LENDING.machine.receive_request(message, ctx=ctx, located=located,
+                                                 previous=previous)
+        if existing is not None:
+            await self._apply(conn, LENDING, existing.id, result, actor=f"peer:{requester}",
+                              now=now)
+            return existing.id
+        # Staff and the partner see the same id: our supplyingAgencyRequestId.
+        tx_id = await repo.insert_transaction(
+            conn, role="lending", public_id=result.state.summary()["supplying_request_id"],
+            state=result.state, now=now,
+            requesting_agency_id=requester,
+        )
+        await self._apply(conn, LENDING, tx_id, result, actor=f"peer:{requester}", now=now)
+        return tx_id
+
+    # -- contexts ----------------------------------------------------------------
+
+    def _lending_context(self, partner_symbol: str | None, closure: Closure, now):
+        return smachine.LendingContext(
+            our_symbol=self.symbol,
+            policy=self.config.lending,
+            closure=closure,
+            partner=self.config.partner(partner_symbol) if partner_symbol else None,
+            now=now,
+        )
+
+    async def _borrowing_context(self, conn: AsyncConnection, now):
+        return bmachine.BorrowingContext(
+            our_symbol=self.symbol,
+            policy=self.config.borrowing,
+            closure=await repo.closure(conn, "borrowing", self.config),
+            partners={str(p.symbol): p for p in self.config.partners},
+            closed_partners=await repo.partner_closures(conn, today=now.date()),
+            now=now,
+            rotas=self.config.rotas,  # a re-request may name a rota
+        )
+
+    async def _context(self, conn, side: Side, row, now):
+        if side is LENDING:
+            return self._lending_context(row.partner, await repo.closure(conn, "lending", self.config), now)
+        return await self._borrowing_context(conn, now)
+
+    # -- applying a machine's result ------------------------------------------
+
+    async def _apply(
+        self,
+        conn: AsyncConnection,
+        side: Side,
+        tx_id: int,
+        result: Result,
+        *,
+        actor: str,
+        now: datetime,
+    ) -> None:
+        state = result.state
+        await repo.save_state(conn, tx_id, state, now=now,
+                              next_timer_at=_next_timer(side, state))
+        await repo.add_history(conn, tx_id, result.history, actor=actor, now=now)
+        for message in result.send:
+            await self._queue(conn, tx_id, message, now)
+        for effect in result.effects:
+            await repo.apply_effect(conn, tx_id, effect, now=now)
+
+    async def _queue(self, conn: AsyncConnection, tx_id: int, message: BusinessMessage, now):
+        header = message.header
+        peer = header.requesting_agency_id if isinstance(message, SupplyingAgencyMessage) else (
+            header.supplying_agency_id)
+        partner = self.config.partner(str(peer))
+        if partner is None:
+            await repo.add_history_event(
+                conn, tx_id, event="send_failed", actor="system", now=now,
+                summary=f"{peer} is not a configured partner: {message.KIND} not sent",
+            )
+            return
+        version = partner.iso18626_version
+        message = peer_auth.with_authentication(message, partner)  # what the partner expects
+        body = writer.serialise(Envelope(version=version, message=message))
+        if isinstance(message, Request):
+            await repo.add_attempt(conn, tx_id, partner=str(partner.symbol),
+                                   requesting_request_id=header.requesting_agency_request_id,
+                                   now=now)
+        await repo.log_message(conn, direction="out", message=message, raw=body,
+                               peer=str(partner.symbol), transaction_id=tx_id, now=now)
+        await repo.enqueue(conn, transaction_id=tx_id, peer=str(partner.symbol), url=partner.url,
+                           kind=message.KIND, body=body, now=now)
+
+    async def _on_delivered(self, conn: AsyncConnection, row, http_status: int, body: bytes):
+        """The outbox got a 2xx: read the partner's confirmation (lenient) and record it."""
+        from .outbox import DeliveryVerdict
+
+        try:
+            envelope = reader.parse(body)
+            conf = envelope.message
+            status = conf.confirmation_header.message_status
+        except (ProtocolError, AttributeError):
+            return None  # not a confirmation we can read: delivered is all we know
+        if status is MessageStatus.OK:
+            return None
+        errors = "; ".join(
+            f"{e.error_type.value}: {e.error_value or ''}".strip() for e in conf.error_data
+        ) or "ERROR without errorData"
+        if row.transaction_id is not None:
+            await self._delivery_failed(conn, row.transaction_id, row.kind, errors)
+        return DeliveryVerdict.rejected(f"{row.peer} answered ERROR: {errors}")
+
+    async def _delivery_failed(self, conn, tx_id: int, kind: str, error: str) -> None:
+        """A partner refused (or never took) a message: tell the borrowing machine."""
+        now = self.clock()
+        row = await repo.lock_transaction_by_id(conn, tx_id)
+        if row is None or row.role != "borrowing":
+            return
+        state = BORROWING.state_type.from_json(row.state)
+        ctx = await self._borrowing_context(conn, now)
+        result = BORROWING.machine.delivery_failed(state, kind=kind, error=error, ctx=ctx)
+        await self._apply(conn, BORROWING, tx_id, result, actor="system", now=now)
+
+    async def on_send_failed(self, conn, row) -> None:
+        """Outbox gave up on a message (max attempts)."""
+        if row.transaction_id is not None:
+            await self._delivery_failed(conn, row.transaction_id, row.kind,
+                                        row.last_error or "not delivered")
+
+    # -- staff actions ---------------------------------------------------------
+
+    async def staff_action(
+        self, role: str, public_id: str, action: dict[str, Any], *, actor: str
+    ) -> dict[str, Any]:
+        """Run one staff action on a request; return the request as the API shows it."""
+        side = SIDES[role]
+        now = self.clock()
+        async with self.engine.begin() as conn:
+            row = await repo.lock_transaction_by_public_id(conn, role, public_id)
+            if row is None:
+                raise NotFound(f"no {role} request {public_id}")
+            state = side.state_type.from_json(row.state)
+            parsed = side.machine.StaffAction.from_json(action)
+            ctx = await self._context(conn, side, row, now)
+            result = side.machine.staff(state, parsed, ctx=ctx)
+            await self._apply(conn, side, row.id, result, actor=actor, now=now)
+            view = await repo.request_view(conn, row.id)
+        self._wake_outbox()
+        return view
+
+    async def create_borrowing(self, data: dict[str, Any], *, actor: str) -> dict[str, Any]:
+        """Create a borrowing request from the staff or patron form; send it to the rota."""
+        now = self.clock()
+        async with self.engine.begin() as conn:
+            ctx = await self._borrowing_context(conn, now)
+            if ctx.closure.applies_on(now.date()):
+                raise StaffActionError(
+                    f"{ctx.closure.describe('Borrowing')}: new requests cannot be created"
+                )
+            form = borrower.form.parse_form(
+                data, policy=self.config.borrowing,
+                partners={str(p.symbol): p for p in self.config.partners}, rotas=self.config.rotas,
+                today=now.date(),  # a needed-by date in the past is refused
+            )
+            rota = borrower.rota.build_rota(
+                form, rotas=self.config.rotas,
+                partners={str(p.symbol): p for p in self.config.partners},
+                closed_partners=ctx.closed_partners, today=now.date(),
+            )
+            public_id = new_public_id("B")
+            result = bmachine.create(form, ctx=ctx, rota=rota, public_id=public_id)
+            duplicate_of = await repo.open_duplicate(conn, borrower.form.duplicate_key(form))
+            tx_id = await repo.insert_transaction(
+                conn, role="borrowing", public_id=public_id, state=result.state, now=now,
+                requesting_agency_id=str(self.symbol), duplicate_key=borrower.form.duplicate_key(form),
+            )
+            await self._apply(conn, BORROWING, tx_id, result, actor=actor, now=now)
+            if duplicate_of:
+                await repo.add_history_event(
+                    conn, tx_id, event="possible_duplicate", actor="system", now=now,
+                    summary=f"possible duplicate of open request {duplicate_of}",
+                    detail={"duplicate_of": duplicate_of},
+                )
+            view = await repo.request_view(conn, tx_id)
+        self._wake_outbox()
+        return view
+
+    # -- timers ------------------------------------------------------------------
+
+    async def run_due_timers(self, limit: int = 200) -> int:
+        """Tick every request whose next timer is due (answer timeouts, retries, overdue)."""
+        now = self.clock()
+        done = 0
+        async with self.engine.connect() as conn:
+            due = await repo.due_timers(conn, now=now, limit=limit)
+        for tx_id, role in due:
+            side = SIDES[role]
+            async with self.engine.begin() as conn:
+                row = await repo.lock_transaction_by_id(conn, tx_id)
+                if row is None or row.next_timer_at is None or row.next_timer_at > now:
+                    continue
+                state = side.state_type.from_json(row.state)
+                ctx = await self._context(conn, side, row, now)
+                result = side.machine.tick(state, ctx=ctx)
+                await self._apply(conn, side, tx_id, result, actor="system", now=now)
+                done += 1
+        if done:
+            self._wake_outbox()
+        return done
+
+    # -- logging -------------------------------------------------------------------
+
+    def _log_in(self, envelope, status, exc, started, peer_address) -> None:
+        message = envelope.message if envelope is not None else None
+        header = getattr(message, "header", None)
+        log.info(
+            "in kind=%s peer=%s request_id=%s status=%s ms=%.1f%s",
+            message.KIND if message is not None else "-",
+            (header.supplying_agency_id if isinstance(message, SupplyingAgencyMessage)
+             else header.requesting_agency_id) if header is not None else peer_address,
+            header.requesting_agency_request_id if header is not None else "-",
+            "ERROR" if exc is not None else "OK",
+            (time.perf_counter() - started) * 1000,
+            f" error={exc.error_type.value}" if exc is not None else "",
+        )
+
+
+def _next_timer(side: Side, state) -> datetime | None:
+    fn = getattr(side.machine, "next_timer", None)
+    return fn(state) if fn is not None else None
+
+
+def message_digest(sender: AgencyId, message: BusinessMessage, body: bytes) -> str:
+    """What makes a message 'the same message again': sender, kind, id, timestamp, content."""
+    header = message.header
+    h = hashlib.sha256()
+    for part in (str(sender).casefold(), message.KIND, header.requesting_agency_request_id,
+                 header.timestamp.isoformat()):
+        h.update(part.encode())
+        h.update(b"\0")
+    h.update(body)
+    return h.hexdigest()
+
+
+def new_public_id(prefix: str) -> str:
+    """Short ids staff can read out and type: L-7K3M9Q2X (lending), B-... (borrowing)."""
+    alphabet = "23456789ABCDEFGHJKLMNPQRSTUVWXYZ"
+    return prefix + "-" + "".join(secrets.choice(alphabet) for _ in range(8))
+

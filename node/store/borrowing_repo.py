@@ -1,0 +1,76 @@
+"""Lookups for the borrowing desk: by the lender's id, by a temporary barcode,
+the partners' known closures, the patron notices of a request.
+
+SQL only, like :mod:`node.store.repo`; every function takes the caller's connection.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from . import tables as t
+
+
+async def by_lender_request_id(conn: AsyncConnection, lender_request_id: str
+                               ) -> list[tuple[str, str]]:
+    """(public_id, status) of borrowing requests the lender knows by that id, newest first."""
+    tx = t.transactions
+    rows = await conn.execute(
+        select(tx.c.public_id, tx.c.status).where(
+            tx.c.role == "borrowing",
+            func.lower(tx.c.supplying_request_id) == lender_request_id.strip().lower(),
+        ).order_by(tx.c.updated_at.desc(), tx.c.id.desc()))
+    return [(r.public_id, r.status) for r in rows]
+
+
+async def with_barcode(conn: AsyncConnection, barcode: str, *, statuses: tuple[str, ...]
+                       ) -> list[tuple[str, str]]:
+    """(public_id, status) of borrowing requests in ``statuses`` whose temporary
+    barcodes include ``barcode`` (case-insensitive), newest first.
+
+    The barcodes live in the request's JSON state; only requests in ``statuses``
+    (those holding an item) are read, so the scan stays small.
+    """
+    tx = t.transactions
+    rows = await conn.execute(
+        select(tx.c.public_id, tx.c.status, tx.c.state).where(
+            tx.c.role == "borrowing", tx.c.status.in_(statuses),
+        ).order_by(tx.c.updated_at.desc(), tx.c.id.desc()))
+    wanted = barcode.strip().casefold()
+    return [(r.public_id, r.status) for r in rows
+            if any(str(b).casefold() == wanted for b in (r.state or {}).get("barcodes") or ())]
+
+
+async def known_partner_closures(conn: AsyncConnection) -> dict[str, dict[str, Any]]:
+    """Every closure learned from a partner (current, future or past): symbol -> row."""
+    pc = t.partner_closures
+    rows = await conn.execute(select(pc))
+    return {r.symbol: {"start": r.start, "end": r.end, "note": r.note,
+                       "learned_at": r.learned_at} for r in rows}
+
+
+def closure_in_effect(closure: dict[str, Any], today: date) -> bool:
+    start, end = closure.get("start"), closure.get("end")
+    return (start is None or start <= today) and (end is None or end >= today)
+
+
+async def patron_notices(conn: AsyncConnection, public_id: str) -> list[dict[str, Any]] | None:
+    """The notices sent to the patron of a borrowing request (None: no such request)."""
+    tx, h = t.transactions, t.history
+    row = (await conn.execute(select(tx.c.id, tx.c.patron_id).where(
+        tx.c.role == "borrowing", tx.c.public_id == public_id))).first()
+    if row is None:
+        return None
+    rows = await conn.execute(select(h).where(
+        h.c.transaction_id == row.id, h.c.event == "patron_notice").order_by(h.c.id))
+    out = []
+    for r in rows:
+        detail = r.detail or {}
+        out.append({"at": r.at.isoformat(), "patron_id": detail.get("patron_id") or row.patron_id,
+                    "notice": detail.get("notice"), "text": detail.get("text")
+                    or detail.get("summary")})
+    return out

@@ -1,0 +1,193 @@
+"""Engine factory and migrations.
+
+``create_engine(url)`` gives an :class:`AsyncEngine` set up for the node:
+
+- ``sqlite+aiosqlite:///path``: ONE pooled connection (one writer; see
+  /work/shared/perf-ceiling.md §4.4), WAL, ``synchronous=NORMAL``,
+  ``busy_timeout=5000``, ``foreign_keys=ON``, and every transaction opened with
+  ``BEGIN IMMEDIATE`` so that another process on the same file (the CLI, a second
+  node process) waits for the write lock up front instead of failing half-way.
+- ``postgresql+asyncpg://...``: a normal pool with pre-ping.
+
+Migrations are Alembic scripts in ``node/store/migrations``, found relative to
+this file, never the working directory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import event
+from sqlalchemy.engine import URL, Connection, make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import AsyncAdaptedQueuePool, StaticPool
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+
+_SQLITE_PRAGMAS = (
+    "PRAGMA journal_mode=WAL",
+    "PRAGMA synchronous=NORMAL",
+    "PRAGMA busy_timeout=5000",
+    "PRAGMA foreign_keys=ON",
+)
+
+
+class NotMigrated(RuntimeError):
+    """The database schema is not at the revision this code needs."""
+
+    def __init__(self, url: str, current: str | None, head: str):
+        self.url = url
+        self.current = current
+        self.head = head
+        super().__init__(
+            f"database at {url} is not migrated (at revision {current or 'none'}, "
+            f"need {head}): run `ill-node migrate --config FILE`"
+        )
+
+
+def safe_url(url: str | Any) -> str:
+    """The URL as text with any password masked, for messages and logs."""
+    return make_url(url).render_as_string(hide_password=True)
+
+
+_ASYNC_DRIVERS = {
+    "sqlite": "sqlite+aiosqlite",
+    "sqlite+pysqlite": "sqlite+aiosqlite",
+    "postgres": "postgresql+asyncpg",
+    "postgresql": "postgresql+asyncpg",
+    "postgresql+psycopg2": "postgresql+asyncpg",
+    "postgresql+psycopg": "postgresql+asyncpg",
+}
+
+
+def async_url(url: str | URL) -> URL:
+    """``url`` with its driver swapped for the async one (``sqlite://`` -> aiosqlite...)."""
+    parsed = make_url(url)
+    driver = _ASYNC_DRIVERS.get(parsed.drivername)
+    return parsed.set(drivername=driver) if driver else parsed
+
+
+def create_engine(url: str | URL, **kwargs: Any) -> AsyncEngine:
+    """An AsyncEngine for ``url`` (``sqlite+aiosqlite`` or ``postgresql+asyncpg``;
+    plain ``sqlite://`` / ``postgresql://`` URLs get those drivers).
+
+    Extra keyword arguments go to :func:`sqlalchemy.ext.asyncio.create_async_engine`.
+    """
+    parsed = async_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        memory = parsed.database in (None, "", ":memory:") or "mode=memory" in str(parsed)
+        if memory:
+            kwargs.setdefault("poolclass", StaticPool)
+        else:
+            kwargs.setdefault("poolclass", AsyncAdaptedQueuePool)
+            kwargs.setdefault("pool_size", 1)
+            kwargs.setdefault("max_overflow", 0)
+        engine = create_async_engine(parsed, **kwargs)
+        _setup_sqlite(engine)
+        return engine
+    kwargs.setdefault("pool_pre_ping", True)
+    return create_async_engine(parsed, **kwargs)
+
+
+def _setup_sqlite(engine: AsyncEngine) -> None:
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection, _record):  # pragma: no cover - trivial
+        # Let us issue BEGIN ourselves (the driver's implicit BEGIN is deferred and
+        # skips DDL); see the SQLAlchemy aiosqlite docs, "Serializable isolation".
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        try:
+            for pragma in _SQLITE_PRAGMAS:
+                cursor.execute(pragma)
+        finally:
+            cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(conn):  # pragma: no cover - trivial
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+# --------------------------------------------------------------------------- Alembic
+
+
+def alembic_config() -> Config:
+    """An Alembic Config pointing at our migrations (no ini file, no CWD)."""
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    return cfg
+
+
+def head_revision() -> str:
+    """The newest migration revision this code knows."""
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    assert head is not None
+    return head
+
+
+def _upgrade(sync_conn: Connection, revision: str) -> None:
+    cfg = alembic_config()
+    cfg.attributes["connection"] = sync_conn
+    if sync_conn.dialect.name == "postgresql":
+        # Two processes migrating at once: the second waits, then finds nothing to do.
+        sync_conn.exec_driver_sql("SELECT pg_advisory_xact_lock(1815626)")
+    command.upgrade(cfg, revision)
+
+
+async def migrate_async(target: str | AsyncEngine, revision: str = "head") -> str:
+    """Upgrade the database to ``revision`` (default head); returns the new revision."""
+    engine = create_engine(target) if isinstance(target, str) else target
+    try:
+        async with engine.begin() as conn:
+            await conn.run_sync(_upgrade, revision)
+        return await current_revision(engine) or "none"
+    finally:
+        if isinstance(target, str):
+            await engine.dispose()
+
+
+def migrate(url: str, revision: str = "head") -> str:
+    """Synchronous :func:`migrate_async` for the CLI (must not run inside an event loop)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(migrate_async(url, revision))
+    raise RuntimeError("migrate() called inside a running event loop: await migrate_async()")
+
+
+def _current(sync_conn: Connection) -> str | None:
+    return MigrationContext.configure(sync_conn).get_current_revision()
+
+
+async def current_revision(engine: AsyncEngine) -> str | None:
+    """The database's Alembic revision, or None for an empty database."""
+    async with engine.connect() as conn:
+        return await conn.run_sync(_current)
+
+
+async def check_migrated(engine: AsyncEngine) -> None:
+    """Raise :class:`NotMigrated` unless the database is at the head revision."""
+    current = await current_revision(engine)
+    head = head_revision()
+    if current != head:
+        raise NotMigrated(safe_url(engine.url), current, head)
+
+
+__all__ = [
+    "MIGRATIONS_DIR",
+    "NotMigrated",
+    "alembic_config",
+    "async_url",
+    "check_migrated",
+    "create_engine",
+    "current_revision",
+    "head_revision",
+    "migrate",
+    "migrate_async",
+    "safe_url",
+]

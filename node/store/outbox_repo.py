@@ -1,0 +1,357 @@
+"""The outbox table: queue, claim, and record the result of sends.
+
+Every function takes an :class:`AsyncConnection` and runs in the caller's
+transaction (``async with engine.begin() as conn: ...``); none of them commits.
+
+Claiming rules (``claim_due``):
+
+- the row is ``pending``, due (``next_attempt_at <= now``) and not leased
+  (``locked_until`` is NULL or past);
+- it is the oldest pending row of its transaction, so messages for one request
+  go out in order: a later one waits until the earlier one is sent or has failed
+  (rows without a transaction are not ordered);
+- on PostgreSQL the candidates are locked with ``FOR UPDATE SKIP LOCKED`` before
+  the lease is written, so two processes never claim the same row; on SQLite a
+  single connection writes and one UPDATE carries the lease conditions.
+
+The ``mark_*`` functions only touch rows still ``pending``; given ``worker_id``
+they also require the caller to hold the lease, and they return whether a row
+changed, so a worker whose lease ran out cannot overwrite another's result.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import and_, exists, func, insert, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from node.store.tables import outbox
+
+
+@dataclass(frozen=True, kw_only=True)
+class OutboxRow:
+    id: int
+    transaction_id: int | None
+    peer: str
+    url: str
+    kind: str
+    body: bytes
+    state: str
+    attempts: int
+    next_attempt_at: datetime
+    last_error: str | None
+    last_http_status: int | None
+    last_attempt_at: datetime | None
+    locked_by: str | None
+    locked_until: datetime | None
+    created_at: datetime
+    sent_at: datetime | None
+    confirmation: bytes | None
+
+    @classmethod
+    def from_mapping(cls, m) -> OutboxRow:
+        return cls(**{name: m[name] for name in _FIELDS})
+
+
+_FIELDS = tuple(c.name for c in outbox.columns)
+
+
+async def enqueue(
+    conn: AsyncConnection,
+    *,
+    transaction_id: int | None,
+    peer: str,
+    url: str,
+    kind: str,
+    body: bytes,
+    now: datetime,
+) -> int:
+    """Queue ``body`` for POSTing to ``url``; due at once. Returns the outbox id."""
+    result = await conn.execute(
+        insert(outbox)
+        .values(
+            transaction_id=transaction_id,
+            peer=peer,
+            url=url,
+            kind=kind,
+            body=bytes(body),
+            state="pending",
+            attempts=0,
+            next_attempt_at=now,
+            created_at=now,
+        )
+        .returning(outbox.c.id)
+    )
+    return int(result.scalar_one())
+
+
+def _claimable(o, now: datetime):
+    earlier = outbox.alias("earlier")
+    return and_(
+        o.c.state == "pending",
+        o.c.next_attempt_at <= now,
+        or_(o.c.locked_until.is_(None), o.c.locked_until <= now),
+        or_(
+            o.c.transaction_id.is_(None),
+            ~exists().where(
+                earlier.c.transaction_id == o.c.transaction_id,
+                earlier.c.state == "pending",
+                earlier.c.id < o.c.id,
+            ),
+        ),
+    )
+
+
+async def claim_due(
+    conn: AsyncConnection,
+    *,
+    worker_id: str,
+    now: datetime,
+    lease_seconds: float,
+    limit: int,
+) -> list[OutboxRow]:
+    """Lease up to ``limit`` due rows to ``worker_id`` until ``now + lease_seconds``.
+
+    At most one row per transaction is returned (the oldest pending one). Rows
+    come back oldest first. Commit promptly: the lease is what other workers see.
+    """
+    if limit <= 0:
+        return []
+    until = now + timedelta(seconds=lease_seconds)
+    o = outbox.alias("o")
+    candidates = (
+        select(o.c.id)
+        .where(_claimable(o, now))
+        .order_by(o.c.next_attempt_at, o.c.id)
+        .limit(limit)
+    )
+    if conn.dialect.name == "postgresql":
+        locked = candidates.with_for_update(skip_locked=True, of=o)
+        ids = (await conn.execute(locked)).scalars().all()
+        if not ids:
+            return []
+        where = outbox.c.id.in_(ids)
+    else:
+        where = outbox.c.id.in_(candidates.scalar_subquery())
+    result = await conn.execute(
+        update(outbox)
+        .where(where)
+        .values(locked_by=worker_id, locked_until=until)
+        .returning(*outbox.columns)
+    )
+    rows = [OutboxRow.from_mapping(m) for m in result.mappings().all()]
+    rows.sort(key=lambda r: (r.next_attempt_at, r.id))
+    return rows
+
+
+def _held(id: int, worker_id: str | None):
+    cond = [outbox.c.id == id, outbox.c.state == "pending"]
+    if worker_id is not None:
+        cond.append(outbox.c.locked_by == worker_id)
+    return and_(*cond)
+
+
+async def _update(conn: AsyncConnection, where, **values) -> bool:
+    result = await conn.execute(update(outbox).where(where).values(**values))
+    return result.rowcount == 1
+
+
+async def mark_sent(
+    conn: AsyncConnection,
+    id: int,
+    *,
+    now: datetime,
+    confirmation: bytes | None,
+    http_status: int | None = None,
+    worker_id: str | None = None,
+) -> bool:
+    """The peer answered 2xx: the row is done."""
+    return await _update(
+        conn,
+        _held(id, worker_id),
+        state="sent",
+        attempts=outbox.c.attempts + 1,
+        sent_at=now,
+        last_attempt_at=now,
+        last_http_status=http_status,
+        confirmation=None if confirmation is None else bytes(confirmation),
+        locked_by=None,
+        locked_until=None,
+    )
+
+
+async def mark_retry(
+    conn: AsyncConnection,
+    id: int,
+    *,
+    now: datetime,
+    error: str,
+    next_attempt_at: datetime,
+    http_status: int | None = None,
+    worker_id: str | None = None,
+) -> bool:
+    """This attempt failed; try again at ``next_attempt_at``."""
+    return await _update(
+        conn,
+        _held(id, worker_id),
+        attempts=outbox.c.attempts + 1,
+        last_error=error,
+        last_attempt_at=now,
+        last_http_status=http_status,
+        next_attempt_at=next_attempt_at,
+        locked_by=None,
+        locked_until=None,
+    )
+
+
+async def mark_failed(
+    conn: AsyncConnection,
+    id: int,
+    *,
+    now: datetime,
+    error: str,
+    http_status: int | None = None,
+    confirmation: bytes | None = None,
+    worker_id: str | None = None,
+) -> bool:
+    """Give up on the row (out of attempts, or the peer answered with an ERROR)."""
+    values = {
+        "state": "failed",
+        "attempts": outbox.c.attempts + 1,
+        "last_error": error,
+        "last_attempt_at": now,
+        "last_http_status": http_status,
+        "locked_by": None,
+        "locked_until": None,
+    }
+    if confirmation is not None:
+        values["confirmation"] = bytes(confirmation)
+    return await _update(conn, _held(id, worker_id), **values)
+
+
+async def retry_now(conn: AsyncConnection, id: int, now: datetime) -> bool:
+    """Staff "retry now": a pending or failed row becomes due at once.
+
+    A failed row goes back to pending (its attempt count restarts, so it gets a
+    full series of retries). A row being sent right now (leased) keeps its lease;
+    a sent row is not touched. Returns whether a row changed.
+    """
+    pending = await _update(
+        conn,
+        and_(outbox.c.id == id, outbox.c.state == "pending"),
+        next_attempt_at=now,
+    )
+    if pending:
+        return True
+    return await _update(
+        conn,
+        and_(outbox.c.id == id, outbox.c.state == "failed"),
+        state="pending",
+        attempts=0,
+        next_attempt_at=now,
+        locked_by=None,
+        locked_until=None,
+    )
+
+
+async def get(conn: AsyncConnection, id: int) -> OutboxRow | None:
+    """One row by id."""
+    m = (await conn.execute(select(outbox).where(outbox.c.id == id))).mappings().first()
+    return None if m is None else OutboxRow.from_mapping(m)
+
+
+async def for_transaction(conn: AsyncConnection, transaction_id: int) -> list[OutboxRow]:
+    """All rows of a transaction, oldest first (for the staff view)."""
+    result = await conn.execute(
+        select(outbox).where(outbox.c.transaction_id == transaction_id).order_by(outbox.c.id)
+    )
+    return [OutboxRow.from_mapping(m) for m in result.mappings().all()]
+
+
+def _text(value: bytes | None) -> str | None:
+    return None if value is None else value.decode("utf-8", "replace")
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+async def list_rows(
+    conn: AsyncConnection, *, state: str | None = None, limit: int = 100, offset: int = 0
+) -> list[dict]:
+    """Rows for the staff API, newest first, as JSON-ready dicts (text bodies, ISO times).
+
+    ``state`` filters on 'pending' / 'sent' / 'failed'; None lists all.
+    """
+    q = select(outbox).order_by(outbox.c.id.desc()).limit(max(0, limit)).offset(max(0, offset))
+    if state:
+        q = q.where(outbox.c.state == state)
+    out = []
+    for m in (await conn.execute(q)).mappings():
+        row = OutboxRow.from_mapping(m)
+        out.append(
+            {
+                "id": row.id,
+                "transaction_id": row.transaction_id,
+                "peer": row.peer,
+                "url": row.url,
+                "kind": row.kind,
+                "state": row.state,
+                "attempts": row.attempts,
+                "next_attempt_at": _iso(row.next_attempt_at),
+                "last_error": row.last_error,
+                "last_http_status": row.last_http_status,
+                "last_attempt_at": _iso(row.last_attempt_at),
+                "locked_by": row.locked_by,
+                "locked_until": _iso(row.locked_until),
+                "created_at": _iso(row.created_at),
+                "sent_at": _iso(row.sent_at),
+                "body": _text(row.body),
+                "confirmation": _text(row.confirmation),
+            }
+        )
+    return out
+
+
+async def pending_count(conn: AsyncConnection) -> int:
+    """Rows not yet sent nor given up."""
+    result = await conn.execute(
+        select(func.count()).select_from(outbox).where(outbox.c.state == "pending")
+    )
+    return int(result.scalar_one())
+
+
+async def next_due_at(conn: AsyncConnection) -> datetime | None:
+    """When the earliest pending row becomes due (None when nothing is pending)."""
+    result = await conn.execute(
+        select(func.min(outbox.c.next_attempt_at)).where(outbox.c.state == "pending")
+    )
+    value = result.scalar_one()
+    return value
+
+
+__all__ = [
+    "OutboxRow",
+    "claim_due",
+    "enqueue",
+    "for_transaction",
+    "get",
+    "list_rows",
+    "mark_failed",
+    "mark_retry",
+    "mark_sent",
+    "next_due_at",
+    "pending_count",
+    "retry_now",
+]
+
+
+async def release_leases(conn: AsyncConnection) -> int:
+    """Free every claimed row: for a restart where no other worker can be running."""
+    o = outbox
+    result = await conn.execute(
+        update(o).where(o.c.state == "pending", o.c.locked_by.is_not(None))
+        .values(locked_by=None, locked_until=None))
+    return result.rowcount

@@ -1,0 +1,87 @@
+"""Holdings import (CLI) and the lookups auto-locate runs, on both databases."""
+
+from __future__ import annotations
+
+import asyncio
+import textwrap
+
+from node.cli import main
+from node.protocol.codes import Code
+from node.protocol.messages import BibliographicRecordId
+from node.store import db, holdings_repo
+from node.supplier.locate import identifiers_of
+from tests import builders
+
+CSV = textwrap.dedent("""\
+    record_id,title,author,isbn,oclc,barcode,call_number,location,status
+    r1,The Brothers Karamazov,"Dostoyevsky, Fyodor",0-14-044924-8,(OCoLC)ocm12345,B1,PG3326 .B7,MAIN,available
+    r1,The Brothers Karamazov,"Dostoyevsky, Fyodor",0-14-044924-8,,B2,PG3326 .B7,STACKS,on loan
+    r2,Moby Dick,"Melville, Herman",,,B3,PS2384,REF,available
+    r3,Bad row,,,,B4,,MAIN,sunbathing
+    """)
+
+
+def write_config(tmp_path, db_url):
+    path = tmp_path / "config.toml"
+    path.write_text(textwrap.dedent(f"""
+        [node]
+        symbol = "ISIL:XX-US"
+        name = "Us"
+        database = "{db_url.replace('+aiosqlite', '').replace('+asyncpg', '')}"
+        """))
+    return path
+
+
+def request(**kw):
+    return builders.request("ISIL:XX-THEM", "ISIL:XX-US", "r", **kw).message
+
+
+def test_import_reports_bad_rows_and_lookups_find_records(tmp_path, db_url, capsys):
+    config = write_config(tmp_path, db_url)
+    assert main(["migrate", "--config", str(config)]) == 0
+    data = tmp_path / "holdings.csv"
+    data.write_text(CSV)
+    assert main(["holdings", "import", str(data), "--config", str(config)]) == 0
+    out, err = capsys.readouterr()
+    assert "imported 2 records with 3 items" in out
+    assert "line 5" in err and "sunbathing" in err
+
+    async def lookups():
+        engine = db.create_engine(db_url)
+        try:
+            async with engine.connect() as conn:
+                # ISBN-13 in the request, ISBN-10 in the file
+                by_isbn = await holdings_repo.candidates(
+                    conn, identifiers_of(request(title="Karamazov Brothers", isbn="9780140449242")))
+                by_title = await holdings_repo.candidates(
+                    conn, identifiers_of(request(title="Moby-Dick", author="Herman Melville")))
+                oclc = request(title="x", bibliographic_record_id=(
+                    BibliographicRecordId(identifier="12345", code=Code("OCLC")),))
+                by_oclc = await holdings_repo.candidates(conn, identifiers_of(oclc))
+                nothing = await holdings_repo.candidates(
+                    conn, identifiers_of(request(title="Unheld book")))
+                return by_isbn, by_title, by_oclc, nothing, await holdings_repo.count(conn)
+        finally:
+            await engine.dispose()
+
+    by_isbn, by_title, by_oclc, nothing, counts = asyncio.run(lookups())
+    assert [r.record_id for r in by_isbn] == ["r1"]
+    assert {i.barcode: i.status for i in by_isbn[0].items} == {"B1": "available", "B2": "on_loan"}
+    assert [r.record_id for r in by_title] == ["r2"]
+    assert [r.record_id for r in by_oclc] == ["r1"]
+    assert nothing == []
+    assert counts == {"records": 2, "items": 3}
+
+    # --replace: the file is the whole catalogue now
+    data.write_text("record_id,title,barcode\nr9,Only book,B9\n")
+    assert main(["holdings", "import", str(data), "--config", str(config), "--replace"]) == 0
+
+    async def count():
+        engine = db.create_engine(db_url)
+        try:
+            async with engine.connect() as conn:
+                return await holdings_repo.count(conn)
+        finally:
+            await engine.dispose()
+
+    assert asyncio.run(count()) == {"records": 1, "items": 1}
