@@ -1,0 +1,72 @@
+"""``ill-node holdings import``: load the library's holdings from CSV or MARCXML."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+from .serve_cli import load_or_report
+from .store import db, holdings_repo
+from .supplier import holdings
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("holdings", help="the library's holdings")
+    sub = parser.add_subparsers(dest="holdings_command", metavar="ACTION", required=True)
+    imp = sub.add_parser("import", help="load holdings from a CSV or MARCXML file")
+    imp.add_argument("file", type=Path)
+    imp.add_argument("--config", required=True, type=Path)
+    imp.add_argument("--format", choices=("csv", "marcxml"),
+                     help="default: from the file name (.csv, .xml/.marcxml)")
+    mode = imp.add_mutually_exclusive_group()
+    mode.add_argument("--replace", action="store_true",
+                      help="the file is the whole catalogue: drop what is not in it")
+    mode.add_argument("--merge", action="store_true",
+                      help="add and update the records in the file, keep the rest (default)")
+    imp.set_defaults(func=cmd_import)
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    config = load_or_report(args.config)
+    if config is None:
+        return 1
+    try:
+        data = args.file.read_bytes()
+    except OSError as exc:
+        print(f"{args.file}: cannot read: {exc.strerror}", file=sys.stderr)
+        return 1
+    fmt = args.format or ("csv" if args.file.suffix.lower() == ".csv" else "marcxml")
+    if fmt == "csv":
+        try:
+            text = data.decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            print(f"{args.file}: not UTF-8 text ({exc})", file=sys.stderr)
+            return 1
+        report = holdings.parse_csv(text, config.holdings.csv_columns or None)
+    else:
+        report = holdings.parse_marcxml(data, config.holdings.marc_mapping or None)
+    where = "line" if fmt == "csv" else "record"
+    for position, reason in report.problems:
+        print(f"{args.file}: {where} {position}: {reason}", file=sys.stderr)
+    if not report.records:
+        print(f"{args.file}: nothing to import", file=sys.stderr)
+        return 1
+    counts = asyncio.run(_store(config.node.database_url, report.records, args.replace))
+    print(f"{args.file}: imported {counts['records']} records with {counts['items']} items"
+          f" ({'replacing' if args.replace else 'merged into'} the holdings); "
+          f"{len(report.problems)} skipped")
+    return 0
+
+
+async def _store(url: str, records, replace: bool) -> dict[str, int]:
+    engine = db.create_engine(url)
+    try:
+        await db.check_migrated(engine)
+        async with engine.begin() as conn:
+            return await holdings_repo.import_records(
+                conn, records, replace=replace, now=datetime.now(timezone.utc))
+    finally:
+        await engine.dispose()

@@ -1,0 +1,58 @@
+"""The lending side, pure: the transition table (:mod:`.machine`), holdings
+matching (:mod:`.locate`) and holdings import parsing (:mod:`.holdings`)."""
+
+from .locate import (
+    HoldingsItem,
+    HoldingsRecord,
+    LocateResult,
+    LookupKeys,
+    author_key,
+    identifiers_of,
+    locate,
+    normalise_isbn,
+    normalise_issn,
+    title_key,
+)
+from .machine import (
+    ISO_STATUS,
+    STAFF_ACTIONS,
+    TRANSITIONS,
+    LendingContext,
+    LendingInput,
+    LendingState,
+    LendingTransaction,
+    StaffAction,
+    next_timer,
+    receive_action,
+    receive_request,
+    staff,
+    step,
+    tick,
+)
+
+__all__ = [
+    "ISO_STATUS",
+    "STAFF_ACTIONS",
+    "TRANSITIONS",
+    "HoldingsItem",
+    "HoldingsRecord",
+    "LendingContext",
+    "LendingInput",
+    "LendingState",
+    "LendingTransaction",
+    "LocateResult",
+    "LookupKeys",
+    "StaffAction",
+    "author_key",
+    "identifiers_of",
+    "locate",
+    "next_timer",
+    "normalise_isbn",
+    "normalise_issn",
+    "receive_action",
+    "receive_request",
+    "staff",
+    "step",
+    "tick",
+    "title_key",
+]
