@@ -1,0 +1,253 @@
+"""Staff, patron and admin JSON API.
+
+Handlers only translate between HTTP and the service: parse the query or
+JSON body, call one service method, map its exceptions to status codes.
+
+- 400: the input is wrong (``{"error": ..., "errors": {field: message}}``)
+- 404: no such request
+- 409: the action is not allowed now (``StaffActionError``: the text says why)
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from datetime import date
+from typing import Any
+
+from aiohttp import web
+
+from .borrower.form import FormError
+from .machine import StaffActionError
+from .service import NotFound
+from .store import outbox_repo, repo
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _node(request: web.Request):
+    from .http import NODE
+
+    return request.app[NODE]
+
+
+def _actor(request: web.Request) -> str:
+    # "staff:<name>" of the authenticated account (node/staff_auth.py middleware).
+    from .staff_auth import actor
+
+    return actor(request)
+
+
+def _json(data: Any, status: int = 200) -> web.Response:
+    return web.json_response(data, status=status, dumps=lambda o: json.dumps(o, default=str))
+
+
+def _error(status: int, message: str, **extra: Any) -> web.Response:
+    return _json({"error": message, **extra}, status=status)
+
+
+@web.middleware
+async def api_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Turn the service's exceptions into clear JSON answers, never a 500 for bad input."""
+    if not request.path.startswith("/api/"):
+        return await handler(request)
+    try:
+        return await handler(request)
+    except FormError as exc:
+        return _error(400, "the request form has problems", errors=exc.problems)
+    except StaffActionError as exc:
+        return _error(409, str(exc))
+    except NotFound as exc:
+        return _error(404, str(exc))
+    except (ValueError, KeyError) as exc:
+        return _error(400, f"bad input: {exc}")
+
+
+async def _body(request: web.Request) -> dict[str, Any]:
+    try:
+        data = await request.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise ValueError("the body must be a JSON object") from None
+    if not isinstance(data, dict):
+        raise ValueError("the body must be a JSON object")
+    return data
+
+
+def _int(request: web.Request, name: str, default: int, maximum: int = 500) -> int:
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"query parameter {name} must be a whole number") from None
+    return max(0, min(value, maximum))
+
+
+# -- both sides -------------------------------------------------------------------
+
+
+def _role(request: web.Request) -> str:
+    return request.match_info["role"]
+
+
+# A side's own list filters (set by api_lending/api_borrowing): role -> fn(request) ->
+# extra WHERE clauses for repo.search; raise ValueError for a bad parameter.
+LIST_FILTERS: dict[str, Callable[[web.Request], list]] = {}
+
+
+async def list_requests(request: web.Request) -> web.Response:
+    node = _node(request)
+    q = request.query
+    attention = q.get("attention")
+    side_filters = LIST_FILTERS.get(_role(request))
+    async with node.engine.connect() as conn:
+        found = await repo.search(
+            conn, _role(request), status=q.get("status"), partner=q.get("partner"),
+            q=q.get("q"), needs_attention=None if attention is None else attention in ("1", "true"),
+            limit=_int(request, "limit", 50), offset=_int(request, "offset", 0, 10**9),
+            extra=side_filters(request) if side_filters else (),
+        )
+    return _json(found)
+
+
+async def show_request(request: web.Request) -> web.Response:
+    node = _node(request)
+    async with node.engine.connect() as conn:
+        view = await repo.view_by_public_id(conn, _role(request), request.match_info["id"])
+    if view is None:
+        raise NotFound(f"no {_role(request)} request {request.match_info['id']}")
+    return _json(view)
+
+
+async def request_action(request: web.Request) -> web.Response:
+    data = await _body(request)
+    data.pop("actor", None)  # who acts is the authenticated account, not what the body says
+    view = await _node(request).staff_action(
+        _role(request), request.match_info["id"], data, actor=_actor(request)
+    )
+    return _json(view)
+
+
+async def get_closure(request: web.Request) -> web.Response:
+    node = _node(request)
+    kind = _role(request)
+    async with node.engine.connect() as conn:
+        closure = await repo.closure(conn, kind, node.config)
+    today = node.clock().date()
+    return _json(_closure_view(kind, closure, today))
+
+
+def _closure_view(kind: str, closure, today: date) -> dict[str, Any]:
+    return {
+        "kind": kind, "active": closure.active,
+        "start": closure.start.isoformat() if closure.start else None,
+        "end": closure.end.isoformat() if closure.end else None,
+        "note": closure.note, "in_effect": closure.applies_on(today),
+        "description": closure.describe(kind.capitalize()),
+    }
+
+
+async def put_closure(request: web.Request) -> web.Response:
+    """Admin: set or clear "temporarily inactive for lending/borrowing"."""
+    node = _node(request)
+    kind = _role(request)
+    data = await _body(request)
+    active = data.get("active")
+    if not isinstance(active, bool):
+        raise ValueError("active must be true or false")
+    start, end = _date(data, "start"), _date(data, "end")
+    if start and end and end < start:
+        raise ValueError("end must not be before start")
+    note = data.get("note") or ""
+    async with node.engine.begin() as conn:
+        await repo.set_closure(conn, kind, active=active, start=start, end=end, note=str(note),
+                               actor=_actor(request), now=node.clock())
+        closure = await repo.closure(conn, kind, node.config)
+    return _json(_closure_view(kind, closure, node.clock().date()))
+
+
+def _date(data: dict[str, Any], key: str) -> date | None:
+    value = data.get(key)
+    if value in (None, ""):
+        return None
+    try:
+        return date.fromisoformat(str(value))
+    except ValueError:
+        raise ValueError(f"{key} must be a date like 2026-12-20, not {value!r}") from None
+
+
+# -- borrowing -------------------------------------------------------------------------
+
+
+async def create_borrowing(request: web.Request) -> web.Response:
+    view = await _node(request).create_borrowing(await _body(request), actor=_actor(request))
+    return _json(view, status=201)
+
+
+async def patron_create(request: web.Request) -> web.Response:
+    data = await _body(request)
+    patron = str(data.get("patron_id") or "")
+    view = await _node(request).create_borrowing(data, actor=f"patron:{patron}")
+    return _json(view, status=201)
+
+
+async def patron_requests(request: web.Request) -> web.Response:
+    node = _node(request)
+    async with node.engine.connect() as conn:
+        found = await repo.search(conn, "borrowing", q=request.match_info["patron_id"],
+                                  limit=_int(request, "limit", 50))
+    found["requests"] = [r for r in found["requests"]
+                         if r["patron_id"] == request.match_info["patron_id"]]
+    return _json({"requests": found["requests"]})
+
+
+# -- admin -----------------------------------------------------------------------------
+
+
+async def reload_config(request: web.Request) -> web.Response:
+    from .config import load
+
+    node = _node(request)
+    if node.config.source_path is None:
+        return _error(409, "this node was not started from a configuration file")
+    await node.reload(load(node.config.source_path))
+    return _json({"reloaded": str(node.config.source_path)})
+
+
+async def list_outbox(request: web.Request) -> web.Response:
+    node = _node(request)
+    async with node.engine.connect() as conn:
+        rows = await outbox_repo.list_rows(conn, state=request.query.get("state"),
+                                           limit=_int(request, "limit", 100))
+    return _json({"outbox": rows})
+
+
+async def retry_outbox(request: web.Request) -> web.Response:
+    node = _node(request)
+    async with node.engine.begin() as conn:
+        found = await outbox_repo.retry_now(conn, int(request.match_info["id"]), now=node.clock())
+    if not found:
+        raise NotFound(f"no outbox message {request.match_info['id']}")
+    node._wake_outbox()
+    return _json({"retrying": int(request.match_info["id"])})
+
+
+def setup_api(app: web.Application) -> None:
+    app.middlewares.append(api_errors)
+    sides = "{role:lending|borrowing}"
+    app.router.add_get(f"/api/{sides}/requests", list_requests)
+    app.router.add_get(f"/api/{sides}/requests/{{id}}", show_request)
+    app.router.add_post(f"/api/{sides}/requests/{{id}}/actions", request_action)
+    app.router.add_get(f"/api/{sides}/closure", get_closure)
+    app.router.add_put(f"/api/{sides}/closure", put_closure)
+    app.router.add_post("/api/borrowing/requests", create_borrowing)
+    app.router.add_post("/api/patron/requests", patron_create)
+    app.router.add_get("/api/patron/{patron_id}/requests", patron_requests)
+    app.router.add_post("/api/admin/reload", reload_config)
+    app.router.add_get("/api/admin/outbox", list_outbox)
+    app.router.add_post("/api/admin/outbox/{id}/retry", retry_outbox)
+    from . import api_borrowing, api_lending
+
+    api_lending.setup(app)
+    api_borrowing.setup(app)
