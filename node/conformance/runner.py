@@ -1,0 +1,131 @@
+"""Run checks against a peer: start the kit's endpoint, run each check with
+its own log, print one line per check and a summary, write JUnit XML and the
+per-check logs."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TextIO
+
+import aiohttp
+from lxml import etree
+
+from .checks import Check, select
+from .kit import CheckFailed, CheckLog, CheckSkipped, Ctx, KitConfig, KitServer, NodeApiDriver
+
+
+@dataclass
+class Result:
+    name: str
+    role: str
+    outcome: str  # PASS | FAIL | SKIP
+    detail: str
+    seconds: float
+    log: CheckLog
+    warnings: list[str] = field(default_factory=list)
+
+    def line(self) -> str:
+        text = f"{self.outcome} {self.name} — {self.detail}"
+        for w in self.warnings:
+            text += f"\n     warning: {w}"
+        return text
+
+
+async def detect_peer_kind(config: KitConfig, http: aiohttp.ClientSession) -> str:
+    """mock (answers GET /api/flows like illmock), ill-node (--peer-api), or other."""
+    if config.peer_kind != "auto":
+        return config.peer_kind
+    if config.peer_api:
+        return "ill-node"
+    base = config.peer_url.rsplit("/iso18626", 1)[0]
+    try:
+        async with http.get(base + "/api/flows?id=-",
+                            timeout=aiohttp.ClientTimeout(total=3)) as resp:
+            if resp.status == 200 and b"<flows" in (await resp.read())[:200]:
+                return "mock"
+    except (TimeoutError, aiohttp.ClientError, OSError):
+        pass
+    return "other"
+
+
+async def run_checks(config: KitConfig, *, listen: tuple[str, int], only: list[str] | None = None,
+                     role: str = "both", out: TextIO | None = None) -> list[Result]:
+    checks = select(only, role)
+    kit = KitServer(config)
+    await kit.start(*listen)
+    results: list[Result] = []
+    try:
+        async with aiohttp.ClientSession() as http:
+            kind = await detect_peer_kind(config, http)
+            driver = NodeApiDriver(config.peer_api, http, config.api_user) if (
+                config.peer_api) else None
+            if out:
+                print(f"conformance: peer {config.peer_symbol} at {config.peer_url} ({kind}); "
+                      f"we are {config.our_symbol} at {config.public_url}", file=out)
+            for chk in checks:
+                result = await run_one(chk, config, kit, http, driver, kind)
+                results.append(result)
+                if out:
+                    print(result.line(), file=out, flush=True)
+    finally:
+        await kit.stop()
+    if out:
+        counts = {k: sum(r.outcome == k for r in results) for k in ("PASS", "FAIL", "SKIP")}
+        print(f"{len(results)} checks: {counts['PASS']} passed, {counts['FAIL']} failed, "
+              f"{counts['SKIP']} skipped", file=out)
+    return results
+
+
+async def run_one(chk: Check, config: KitConfig, kit: KitServer, http, driver, kind) -> Result:
+    log = CheckLog(chk.name)
+    log.note(f"{chk.name} ({chk.role} role): {chk.summary}")
+    kit.begin(log)
+    ctx = Ctx(config, kit, http, log, driver, kind)
+    started = time.monotonic()
+    try:
+        detail = await asyncio.wait_for(chk.run(ctx), timeout=config.timeout * 6)
+        if ctx.notes:
+            detail += " (" + "; ".join(ctx.notes) + ")"
+        outcome = "PASS"
+    except CheckFailed as exc:
+        outcome, detail = "FAIL", str(exc)
+    except CheckSkipped as exc:
+        outcome, detail = "SKIP", str(exc)
+    except TimeoutError:
+        outcome, detail = "FAIL", f"the check did not finish within {config.timeout * 6:g} s"
+    except Exception as exc:  # noqa: BLE001 - a kit bug must not hide the other checks
+        outcome, detail = "FAIL", f"kit error: {type(exc).__name__}: {exc}"
+    finally:
+        kit.log = None
+    log.note(f"{outcome}: {detail}")
+    for w in ctx.warnings:
+        log.note(f"warning: {w}")
+    return Result(name=chk.name, role=chk.role, outcome=outcome, detail=detail,
+                  seconds=time.monotonic() - started, log=log, warnings=list(ctx.warnings))
+
+
+def write_logs(results: list[Result], directory: Path) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    for r in results:
+        (directory / f"{r.name}.log").write_text(r.log.render(), encoding="utf-8")
+
+
+def junit_xml(results: list[Result], suite: str = "iso18626-conformance") -> bytes:
+    root = etree.Element("testsuites")
+    s = etree.SubElement(root, "testsuite", name=suite, tests=str(len(results)),
+                         failures=str(sum(r.outcome == "FAIL" for r in results)),
+                         errors="0", skipped=str(sum(r.outcome == "SKIP" for r in results)),
+                         time=f"{sum(r.seconds for r in results):.3f}")
+    for r in results:
+        case = etree.SubElement(s, "testcase", classname=f"conformance.{r.role}", name=r.name,
+                                time=f"{r.seconds:.3f}")
+        if r.outcome == "FAIL":
+            etree.SubElement(case, "failure", message=r.detail).text = r.log.render()
+        elif r.outcome == "SKIP":
+            etree.SubElement(case, "skipped", message=r.detail)
+        else:
+            etree.SubElement(case, "system-out").text = r.log.render()
+    return etree.tostring(root, xml_declaration=True, encoding="UTF-8", pretty_print=True)

@@ -1,0 +1,725 @@
+"""The lending side end to end: our node as lender on loopback HTTP, real databases.
+
+Most tests drive our node from a stand-in foreign borrower (``tests.peer.Peer``)
+that sends exactly the Requests and RequestingAgencyMessages a test builds and
+records every SupplyingAgencyMessage our node sends; one runs two of our own
+nodes.  They follow the lending parts of the seeds (Alma staff workflows):
+auto-locate and automatic answers, "temporarily inactive for lending", pull,
+ship, renew, cancel, check-in, lost, conditions, overdue.  Every message our
+node sends is validated against the official ISO 18626 v1.2 schema.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import textwrap
+from dataclasses import replace
+from datetime import date, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from lxml import etree
+from sqlalchemy import func, select
+
+from node.protocol import reader
+from node.protocol.codes import (
+    Action,
+    MessageStatus,
+    ReasonForMessage,
+    RequestType,
+    ServiceType,
+    Status,
+    YesNo,
+)
+from node.protocol.messages import ServiceInfo
+from node.store import holdings_repo
+from node.store import tables as t
+from node.supplier.holdings import parse_csv
+from tests import builders
+from tests.harness import Network
+from tests.peer import Peer
+
+OFFICIAL_V1_2 = Path(__file__).resolve().parents[3] / "shared" / "iso18626" / "ISO-18626-v1_2.xsd"
+_schema: list[etree.XMLSchema] = []
+
+PEER = "ISIL:XX-BORROWER"
+US = "ISIL:XX-LENDER"
+
+MOBY = "9780142437247"  # available, STACKS
+CRIME = "9780140449136"  # reference copy only
+PRIDE = "9780141439518"  # both copies on loan
+KARAMAZOV = "9780140449242"  # available (copies)
+NOT_HELD = "9780143105954"
+TITLES = {MOBY: "Moby Dick", CRIME: "Crime and Punishment", PRIDE: "Pride and Prejudice",
+          KARAMAZOV: "The Brothers Karamazov"}
+
+
+def holdings_csv(today: date) -> str:
+    first_due = today + timedelta(days=10)
+    return textwrap.dedent(f"""\
+        record_id,title,author,isbn,barcode,call_number,location,status,due_date
+        r1,Moby Dick,"Melville, Herman",{MOBY},B-MOBY-1,PS2384 .M6,STACKS,available,
+        r2,Crime and Punishment,"Dostoyevsky, Fyodor",{CRIME},B-CP-REF,PG3326 .P7,REF,non-circulating,
+        r3,Pride and Prejudice,"Austen, Jane",{PRIDE},B-PP-1,PR4034 .P7,STACKS,on loan,{first_due + timedelta(days=5)}
+        r3,Pride and Prejudice,"Austen, Jane",{PRIDE},B-PP-2,PR4034 .P7,STACKS,on loan,{first_due}
+        r4,The Brothers Karamazov,"Dostoyevsky, Fyodor",{KARAMAZOV},B-BK-1,PG3326 .B7,MAIN,available,
+        """)
+
+
+# -- the schema oracle ----------------------------------------------------------------
+
+
+def official_schema() -> etree.XMLSchema:
+    if not _schema:
+        parser = etree.XMLParser(resolve_entities=False, no_network=True)
+        _schema.append(etree.XMLSchema(etree.parse(str(OFFICIAL_V1_2), parser)))
+    return _schema[0]
+
+
+def assert_valid(raw: bytes | str, what: str = "message") -> None:
+    if isinstance(raw, str):
+        raw = raw.encode("utf-8")
+    schema = official_schema()
+    doc = etree.fromstring(raw, etree.XMLParser(resolve_entities=False, no_network=True))
+    assert schema.validate(doc), f"{what} is not valid v1.2: {schema.error_log}\n{raw.decode()}"
+
+
+# -- fixtures and helpers -----------------------------------------------------------------
+
+
+class LendingNetwork(Network):
+    """The harness network, with per-peer partner options (e.g. closure_reply)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.peer_options: dict[str, str] = {}
+        self.test_peers: list[Peer] = []
+
+    def config_text(self, lib) -> str:
+        text = super().config_text(lib)
+        for symbol, options in self.peer_options.items():
+            marker = f'symbol = "{symbol}"\nname = "peer"\n'
+            text = text.replace(marker, marker + textwrap.dedent(options).strip() + "\n")
+        return text
+
+
+@pytest.fixture
+async def net(tmp_path, database_factory):
+    network = LendingNetwork(tmp_path, database_factory)
+    yield network
+    for lib in network.libraries.values():
+        if lib.node is not None and lib.node.engine is not None:
+            await assert_all_sent_valid(lib)
+    await network.stop()
+    for peer in network.test_peers:
+        await peer.stop()
+
+
+async def assert_all_sent_valid(lib) -> None:
+    """Everything this node wrote (messages and confirmations) is valid v1.2."""
+    async with lib.node.engine.connect() as conn:
+        rows = (await conn.execute(select(t.messages))).all()
+    for row in rows:
+        if row.direction == "out":
+            assert_valid(row.raw, f"{lib.name}'s {row.kind}")
+        elif row.confirmation:
+            assert_valid(row.confirmation, f"{lib.name}'s confirmation of {row.kind}")
+
+
+class Borrower:
+    """The stand-in foreign borrower and what it received from us."""
+
+    def __init__(self, peer: Peer, lender):
+        self.peer = peer
+        self.lender = lender
+
+    async def send(self, envelope, ok: bool = True):
+        status, body = await self.peer.send(self.lender.endpoint, envelope)
+        assert status == 200
+        assert_valid(body, "our confirmation")
+        conf = reader.parse(body).message
+        expected = MessageStatus.OK if ok else MessageStatus.ERROR
+        assert conf.confirmation_header.message_status is expected, body.decode()
+        return conf
+
+    async def request(self, rari: str, isbn: str | None = None, **kw):
+        kw.setdefault("title", TITLES.get(isbn, "A book nobody has"))
+        return await self.send(builders.request(PEER, US, rari, isbn=isbn, **kw))
+
+    async def action(self, rari: str, act: Action, note: str | None = None, ok: bool = True):
+        return await self.send(builders.action(PEER, US, rari, act, note=note), ok=ok)
+
+    async def sams(self, count: int):
+        """Wait for ``count`` messages in all; every one must be valid v1.2."""
+        envelopes = await self.peer.wait_for(count)
+        for raw in self.peer.raw:
+            assert_valid(raw, "a SupplyingAgencyMessage we sent")
+        return [e.message for e in envelopes]
+
+    async def last(self, count: int):
+        """The ``count``-th message (1-based), once it has arrived."""
+        return (await self.sams(count))[count - 1]
+
+    async def quiet(self, count: int, seconds: float = 0.4) -> None:
+        """Nothing more than ``count`` messages arrives."""
+        await asyncio.sleep(seconds)
+        assert len(self.peer.received) == count, [
+            (m.message.status_info.status, m.message.message_info.reason_for_message)
+            for m in self.peer.received]
+
+
+async def start(net: LendingNetwork, sections: str = "", peer_options: str = ""):
+    peer = Peer(PEER)
+    net.test_peers.append(peer)
+    net.add_peer(PEER, peer.endpoint)
+    if peer_options:
+        net.peer_options[PEER] = peer_options
+    lender = net.add("lender", symbol=US, sections=sections)
+    await peer.start()
+    await net.start()
+    await load_holdings(lender)
+    return lender, Borrower(peer, lender)
+
+
+async def load_holdings(lib, csv: str | None = None, replace: bool = True) -> None:
+    async with lib.node.engine.begin() as conn:
+        await holdings_repo.import_records(
+            conn, parse_csv(csv or holdings_csv(lib.node.clock().date())).records,
+            replace=replace, now=lib.node.clock())
+
+
+async def item_status(lib, barcode: str) -> tuple[str, date | None]:
+    async with lib.node.engine.connect() as conn:
+        row = (await conn.execute(select(t.holdings_items).where(
+            t.holdings_items.c.barcode == barcode))).one()
+    return row.status, row.due_date
+
+
+async def lending_id(lib, rari: str) -> str:
+    code, found = await lib.api("GET", f"/api/lending/requests?q={rari}")
+    assert code == 200 and found["total"] == 1, found
+    return found["requests"][0]["id"]
+
+
+async def counts(lib) -> dict[str, int]:
+    async with lib.node.engine.connect() as conn:
+        return {
+            table.name: (await conn.execute(select(func.count()).select_from(table))).scalar_one()
+            for table in (t.transactions, t.messages, t.outbox, t.history, t.attempts,
+                          t.holdings_items)
+        }
+
+
+async def snapshot(lib) -> list[tuple]:
+    async with lib.node.engine.connect() as conn:
+        return [tuple(r) for r in await conn.execute(
+            select(t.transactions.c.id, t.transactions.c.status, t.transactions.c.version,
+                   t.transactions.c.state).order_by(t.transactions.c.id))]
+
+
+def events(view: dict) -> list[str]:
+    return [h["event"] for h in view["history"]]
+
+
+def day(dt: datetime | None) -> date | None:
+    return dt.date() if dt is not None else None
+
+
+# -- automatic answers ---------------------------------------------------------------------
+
+
+async def test_auto_answers_from_the_holdings(net):
+    lender, borrower = await start(net)
+    today = lender.node.clock().date()
+
+    await borrower.request("found-1", MOBY)
+    found = await borrower.last(1)
+    assert found.status_info.status is Status.WILL_SUPPLY
+    assert found.message_info.reason_for_message is ReasonForMessage.REQUEST_RESPONSE
+    assert found.header.requesting_agency_request_id == "found-1"
+    view = await lender.request("lending", found.header.supplying_agency_request_id)
+    assert view["status"] == "WILL_SUPPLY" and view["needs_attention"]
+    assert view["state"]["located"]["barcode"] == "B-MOBY-1"
+    located = next(h for h in view["history"] if h["event"] == "located")
+    assert "9780142437247" in located["matched_on"]
+
+    await borrower.request("nothere-1", NOT_HELD, title="A book nobody has")
+    unheld = await borrower.last(2)
+    assert unheld.status_info.status is Status.UNFILLED
+    assert unheld.message_info.reason_unfilled.value == "NotHeld"
+
+    await borrower.request("ref-1", CRIME)
+    ref = await borrower.last(3)
+    assert ref.status_info.status is Status.UNFILLED
+    assert ref.message_info.reason_unfilled.value == "NotAvailableForILL"
+
+    await borrower.request("out-1", PRIDE)
+    out = await borrower.last(4)
+    assert out.status_info.status is Status.RETRY_POSSIBLE
+    assert out.message_info.reason_retry.value == "OnLoan"
+    assert day(out.message_info.retry_after) == today + timedelta(days=10)  # the earliest due
+    await borrower.quiet(4)
+
+    # The copy came back; the borrower retries with the same request id.
+    await load_holdings(lender, holdings_csv(today).replace(
+        f"on loan,{today + timedelta(days=10)}", "available,"))
+    retry = builders.request(PEER, US, "out-1", isbn=PRIDE)
+    retry = replace(retry, message=replace(retry.message, service_info=ServiceInfo(
+        service_type=ServiceType.LOAN, request_type=RequestType.RETRY,
+        requesting_agency_previous_request_id="out-1")))
+    await borrower.send(retry)
+    again = await borrower.last(5)
+    assert again.status_info.status is Status.WILL_SUPPLY
+    assert again.message_info.reason_for_message is ReasonForMessage.REQUEST_RESPONSE
+    lid = await lending_id(lender, "out-1")
+    view = await lender.request("lending", lid)
+    assert view["status"] == "WILL_SUPPLY" and view["state"]["located"]["barcode"] == "B-PP-2"
+
+    # Anything else reusing an id is refused, and changes nothing.
+    before = await counts(lender)
+    conf = await borrower.send(builders.request(PEER, US, "found-1", isbn=MOBY,
+                                                title="Another"), ok=False)
+    assert "already exists" in conf.error_data[0].error_value
+    assert await counts(lender) == before
+
+    code, found = await lender.api("GET", "/api/lending/requests?status=UNFILLED")
+    assert code == 200 and found["total"] == 2 and found["facets"]["WILL_SUPPLY"] == 2
+
+
+async def test_auto_answer_off_leaves_the_answer_to_staff(net):
+    lender, borrower = await start(net, sections="[lending]\nauto_answer = false\n")
+    await borrower.request("staff-1", MOBY)
+    await borrower.request("staff-2", NOT_HELD)
+    await borrower.quiet(0)
+    one, two = await lending_id(lender, "staff-1"), await lending_id(lender, "staff-2")
+    view = await lender.request("lending", one)
+    assert view["status"] == "RECEIVED" and view["needs_attention"]
+    assert "awaiting_staff" in events(view)
+
+    view = await lender.act("lending", one, action="will_supply", by="anna",
+                            note="Pulling it today")
+    assert view["status"] == "WILL_SUPPLY"
+    answer = await borrower.last(1)
+    assert answer.status_info.status is Status.WILL_SUPPLY
+    assert answer.message_info.reason_for_message is ReasonForMessage.REQUEST_RESPONSE
+    assert answer.message_info.note == "Pulling it today"
+    assert any(h["actor"] == "staff:anna" for h in view["history"])
+
+    code, err = await lender.api("POST", f"/api/lending/requests/{two}/actions",
+                                 json={"action": "reject", "reason": "Sunbathing"})
+    assert code == 409 and "Sunbathing" in err["error"]
+    view = await lender.act("lending", two, action="reject", reason="notonshelf", by="anna")
+    assert view["status"] == "UNFILLED"
+    unfilled = await borrower.last(2)
+    assert unfilled.status_info.status is Status.UNFILLED
+    assert unfilled.message_info.reason_unfilled.value == "NotOnShelf"
+
+    code, err = await lender.api("POST", f"/api/lending/requests/{two}/actions",
+                                 json={"action": "ship"})
+    assert code == 409 and "ship" in err["error"]
+    code, err = await lender.api("POST", "/api/lending/requests/L-NOPE/actions",
+                                 json={"action": "ship"})
+    assert code == 404
+
+
+# -- temporarily inactive for lending ------------------------------------------------------
+
+
+async def test_closure_window_unfills_with_dates_and_normal_before_and_after(net):
+    lender, borrower = await start(net)
+    today = lender.node.clock().date()
+    start_day, end_day = today + timedelta(days=2), today + timedelta(days=5)
+    code, closure = await lender.api("PUT", "/api/lending/closure", json={
+        "active": True, "start": start_day.isoformat(), "end": end_day.isoformat(),
+        "note": "Moving the stacks."})
+    assert code == 200 and closure["active"] and not closure["in_effect"]
+
+    await borrower.request("before-1", MOBY)  # before the window: normal
+    before = await borrower.last(1)
+    assert before.status_info.status is Status.WILL_SUPPLY
+    in_progress = await lending_id(lender, "before-1")
+
+    net.clock.advance(days=3)  # inside the window
+    code, closure = await lender.api("GET", "/api/lending/closure")
+    assert closure["in_effect"]
+    await borrower.request("during-1", KARAMAZOV)
+    during = await borrower.last(2)
+    assert during.status_info.status is Status.UNFILLED
+    assert during.message_info.reason_unfilled.value == "NotAvailableForILL"
+    note = during.message_info.note
+    assert f"Lending suspended {start_day.isoformat()} to {end_day.isoformat()}" in note
+    assert "Moving the stacks." in note
+    view = await lender.request("lending", await lending_id(lender, "during-1"))
+    assert "closed_for_lending" in events(view) and "located" not in events(view)
+
+    # Requests already in progress are not affected: staff ship during the closure.
+    view = await lender.act("lending", in_progress, action="ship")
+    assert view["status"] == "SHIPPED"
+    assert (await borrower.last(3)).status_info.status is Status.LOANED
+
+    net.clock.advance(days=3)  # after the window
+    await borrower.request("after-1", KARAMAZOV)
+    after = await borrower.last(4)
+    assert after.status_info.status is Status.WILL_SUPPLY
+
+    # No dates: closed until the flag is cleared.
+    code, closure = await lender.api("PUT", "/api/lending/closure",
+                                     json={"active": True})
+    assert closure["in_effect"]
+    await borrower.request("open-ended-1", KARAMAZOV)
+    open_ended = await borrower.last(5)
+    assert open_ended.status_info.status is Status.UNFILLED
+    assert "until further notice" in open_ended.message_info.note
+    code, closure = await lender.api("PUT", "/api/lending/closure", json={"active": False})
+    assert not closure["in_effect"]
+    await borrower.request("reopened-1", NOT_HELD)
+    reopened = await borrower.last(6)
+    assert reopened.message_info.reason_unfilled.value == "NotHeld"
+
+
+async def test_partner_set_to_retry_possible_gets_retry_after_the_closure(net):
+    lender, borrower = await start(net, peer_options='closure_reply = "RetryPossible"')
+    today = lender.node.clock().date()
+    end_day = today + timedelta(days=3)
+    code, _ = await lender.api("PUT", "/api/lending/closure", json={
+        "active": True, "start": today.isoformat(), "end": end_day.isoformat()})
+    assert code == 200
+    await borrower.request("closed-1", MOBY)
+    answer = await borrower.last(1)
+    assert answer.status_info.status is Status.RETRY_POSSIBLE
+    assert answer.message_info.reason_retry.value == "NotCurrentAvailableForILL"
+    assert day(answer.message_info.retry_after) == end_day + timedelta(days=1)
+    assert end_day.isoformat() in answer.message_info.note
+    lid = await lending_id(lender, "closed-1")
+    assert (await lender.request("lending", lid))["status"] == "RETRY_POSSIBLE"
+
+
+# -- a loan from request to check-in ---------------------------------------------------------
+
+
+async def test_full_loan_from_request_to_check_in(net):
+    lender, borrower = await start(net)
+    today = lender.node.clock().date()
+    await borrower.request("loan-1", MOBY, title="Moby Dick <unabridged> & \"more\"",
+                           author="Melville")
+    lid = (await borrower.last(1)).header.supplying_agency_request_id
+
+    # Pull slip: escaped text, call number, location, and both barcodes as SVG.
+    async with lender.http.get(f"{lender.url}/api/lending/requests/{lid}/pull-slip") as resp:
+        assert resp.status == 200 and resp.content_type == "text/html"
+        slip = await resp.text()
+    assert "Moby Dick &lt;unabridged&gt; &amp; &quot;more&quot;" in slip
+    assert "<unabridged>" not in slip
+    for text in (lid, "loan-1", "PS2384 .M6", "STACKS", "B-MOBY-1", PEER, "Melville"):
+        assert text in slip, text
+    assert slip.count("<svg") == 2 and f"Code 128 barcode: {lid}" in slip
+    async with lender.http.get(f"{lender.url}/api/lending/pull-slips") as resp:
+        batch = await resp.text()
+    assert batch.count('class="slip"') == 1 and "B-MOBY-1" in batch
+    async with lender.http.get(f"{lender.url}/api/lending/requests/L-NOPE/pull-slip") as resp:
+        assert resp.status == 404 and "L-NOPE" in (await resp.json())["error"]
+
+    # Ship: the located item by default, the loan period from the config.
+    view = await lender.act("lending", lid, action="ship", by="anna", tracking="1Z999")
+    assert view["status"] == "SHIPPED"
+    loaned = await borrower.last(2)
+    assert loaned.status_info.status is Status.LOANED
+    assert loaned.message_info.reason_for_message is ReasonForMessage.STATUS_CHANGE
+    assert loaned.delivery_info.item_id == ("B-MOBY-1",)
+    due = today + timedelta(days=28)
+    assert day(loaned.status_info.due_date) == due
+    assert "1Z999" in loaned.message_info.note
+    assert await item_status(lender, "B-MOBY-1") == ("on_loan", due)
+    async with lender.http.get(f"{lender.url}/api/lending/pull-slips") as resp:
+        assert 'class="slip"' not in await resp.text()  # pulled and gone
+    code, found = await lender.api("GET", "/api/lending/requests?barcode=B-MOBY-1")
+    assert [r["id"] for r in found["requests"]] == [lid]
+    code, found = await lender.api("GET", "/api/lending/requests?barcode=B-MOBY")
+    assert found["total"] == 0
+
+    await borrower.action("loan-1", Action.RECEIVED, note="Arrived, thanks")
+    await borrower.action("loan-1", Action.RENEW)
+    renewed = await borrower.last(3)
+    assert renewed.message_info.reason_for_message is ReasonForMessage.RENEW_RESPONSE
+    assert renewed.message_info.answer_yes_no is YesNo.Y
+    assert renewed.status_info.status is Status.LOANED
+    assert day(renewed.status_info.due_date) == due + timedelta(days=28)
+    assert (await item_status(lender, "B-MOBY-1"))[1] == due + timedelta(days=28)
+
+    await borrower.action("loan-1", Action.SHIPPED_RETURN)
+    view = await lender.wait_for("lending", lid, "RETURN_SHIPPED")
+    assert view["needs_attention"]
+    assert [n["note"] for n in view["state"]["unread"]] == ["Arrived, thanks"]
+    view = await lender.act("lending", lid, action="mark_read")
+    assert view["state"]["unread"] == []
+
+    # Scan the returned item.
+    code, err = await lender.api("POST", "/api/lending/check-in", json={"barcode": ""})
+    assert code == 400 and "barcode" in err["error"]
+    code, err = await lender.api("POST", "/api/lending/check-in", json={"barcode": "NOPE-9"})
+    assert code == 404 and "NOPE-9" in err["error"]
+    code, err = await lender.api("POST", "/api/lending/check-in", json={"barcode": "B-BK-1"})
+    assert code == 409 and "never shipped" in err["error"]
+    code, view = await lender.api("POST", "/api/lending/check-in",
+                                  json={"barcode": " B-MOBY-1 "}, user="ben")
+    assert code == 200 and view["id"] == lid and view["status"] == "LOAN_COMPLETED"
+    assert any(h["event"] == "checked_in" and h["actor"] == "staff:ben"
+               for h in view["history"])
+    completed = await borrower.last(4)
+    assert completed.status_info.status is Status.LOAN_COMPLETED
+    assert await item_status(lender, "B-MOBY-1") == ("available", None)
+    code, err = await lender.api("POST", "/api/lending/check-in", json={"barcode": "B-MOBY-1"})
+    assert code == 409 and lid in err["error"] and "LOAN_COMPLETED" in err["error"]
+    await borrower.quiet(4)
+
+    view = await lender.request("lending", lid)
+    sent = [m["status"] for m in view["messages"] if m["direction"] == "out"]
+    got = [m["action"] or m["kind"] for m in view["messages"] if m["direction"] == "in"]
+    assert sent == ["WillSupply", "Loaned", "Loaned", "LoanCompleted"]
+    assert got == ["request", "Received", "Renew", "ShippedReturn"]
+
+
+async def test_renew_answered_by_staff_no_then_yes(net):
+    lender, borrower = await start(net, sections="[lending]\nauto_renew = false\n")
+    today = lender.node.clock().date()
+    await borrower.request("renew-1", MOBY)
+    lid = (await borrower.last(1)).header.supplying_agency_request_id
+    await lender.act("lending", lid, action="ship", due_date=(today + timedelta(days=14)).isoformat())
+    await borrower.last(2)
+
+    await borrower.action("renew-1", Action.RENEW, note="Patron needs it for a thesis")
+    await borrower.quiet(2)
+    view = await lender.request("lending", lid)
+    assert view["state"]["pending_renew"] and view["needs_attention"]
+    view = await lender.act("lending", lid, action="renew_answer", approve=False,
+                            note="Another patron is waiting", by="anna")
+    refused = await borrower.last(3)
+    assert refused.message_info.reason_for_message is ReasonForMessage.RENEW_RESPONSE
+    assert refused.message_info.answer_yes_no is YesNo.N
+    assert refused.status_info.status is Status.LOANED
+    assert day(refused.status_info.due_date) == today + timedelta(days=14)
+
+    code, err = await lender.api("POST", f"/api/lending/requests/{lid}/actions",
+                                 json={"action": "renew_answer", "approve": True})
+    assert code == 409 and "not asked" in err["error"]
+
+    await borrower.action("renew-1", Action.RENEW)
+    await borrower.quiet(3)
+    new_due = today + timedelta(days=30)
+    view = await lender.act("lending", lid, action="renew_answer", approve=True,
+                            due_date=new_due.isoformat())
+    granted = await borrower.last(4)
+    assert granted.message_info.answer_yes_no is YesNo.Y
+    assert day(granted.status_info.due_date) == new_due
+    assert view["state"]["due_date"] == new_due.isoformat()
+
+
+async def test_copy_request_delivered(net):
+    lender, borrower = await start(net)
+    await borrower.request("copy-1", KARAMAZOV, service_type=ServiceType.COPY,
+                           title_of_component="Chapter 5", pages_requested="100-120")
+    answer = await borrower.last(1)
+    assert answer.status_info.status is Status.WILL_SUPPLY
+    lid = answer.header.supplying_agency_request_id
+    code, err = await lender.api("POST", f"/api/lending/requests/{lid}/actions",
+                                 json={"action": "ship"})
+    assert code == 409 and "deliver_copy" in err["error"]
+    view = await lender.act("lending", lid, action="deliver_copy",
+                            url="https://files.example.org/c/1.pdf")
+    assert view["status"] == "COPY_COMPLETED"
+    done = await borrower.last(2)
+    assert done.status_info.status is Status.COPY_COMPLETED
+    assert "https://files.example.org/c/1.pdf" in done.message_info.note
+    assert done.delivery_info is not None
+    assert await item_status(lender, "B-BK-1") == ("available", None)  # nothing left the shelf
+
+
+async def test_cancel_before_shipping_yes_after_shipping_no(net):
+    lender, borrower = await start(net)
+    await borrower.request("cancel-1", MOBY)
+    lid = (await borrower.last(1)).header.supplying_agency_request_id
+    await borrower.action("cancel-1", Action.CANCEL, note="Patron found it elsewhere")
+    answer = await borrower.last(2)
+    assert answer.message_info.reason_for_message is ReasonForMessage.CANCEL_RESPONSE
+    assert answer.message_info.answer_yes_no is YesNo.Y
+    assert answer.status_info.status is Status.CANCELLED
+    assert (await lender.request("lending", lid))["status"] == "CANCELLED"
+
+    await borrower.request("cancel-2", KARAMAZOV)
+    lid2 = (await borrower.last(3)).header.supplying_agency_request_id
+    await lender.act("lending", lid2, action="ship")
+    await borrower.last(4)
+    await borrower.action("cancel-2", Action.CANCEL)
+    refused = await borrower.last(5)
+    assert refused.message_info.reason_for_message is ReasonForMessage.CANCEL_RESPONSE
+    assert refused.message_info.answer_yes_no is YesNo.N
+    assert refused.status_info.status is Status.LOANED
+    assert (await lender.request("lending", lid2))["status"] == "SHIPPED"
+
+
+async def test_lost_item_completed_without_return_with_costs(net):
+    lender, borrower = await start(net)
+    await borrower.request("lost-1", MOBY)
+    lid = (await borrower.last(1)).header.supplying_agency_request_id
+    await lender.act("lending", lid, action="ship")
+    await borrower.last(2)
+    view = await lender.act("lending", lid, action="lost",
+                            charge={"amount": "45.50", "currency": "USD"},
+                            note="Replacement cost", by="anna")
+    assert view["status"] == "COMPLETED_WITHOUT_RETURN"
+    assert view["state"]["charges"][0]["amount"] == "45.50"
+    assert any(h["event"] == "charge" and h["amount"] == "45.50" for h in view["history"])
+    sam = await borrower.last(3)
+    assert sam.status_info.status is Status.COMPLETED_WITHOUT_RETURN
+    [cost] = sam.delivery_info.delivery_costs
+    assert str(cost.monetary_value) == "45.50" and cost.currency_code.value == "USD"
+    assert (await item_status(lender, "B-MOBY-1"))[0] == "missing"
+
+
+async def test_conditions_accepted_and_rejected(net):
+    lender, borrower = await start(net, sections="[lending]\nauto_answer = false\n")
+    await borrower.request("cond-1", MOBY)
+    await borrower.request("cond-2", KARAMAZOV)
+    one, two = await lending_id(lender, "cond-1"), await lending_id(lender, "cond-2")
+
+    view = await lender.act("lending", one, action="add_conditions",
+                            conditions=["LibraryUseOnly"], note="Fragile binding")
+    assert view["status"] == "CONDITIONAL"
+    offer = await borrower.last(1)
+    assert offer.status_info.status is Status.WILL_SUPPLY
+    assert [c.value for c in offer.delivery_info.loan_condition] == ["LibraryUseOnly"]
+    assert "ACCEPT" in offer.message_info.note
+    await borrower.action("cond-1", Action.NOTIFICATION, note="ACCEPT - fine with us")
+    view = await lender.wait_for("lending", one, "WILL_SUPPLY")
+    assert view["state"]["conditions_accepted"] is True
+    await borrower.quiet(1)
+    await lender.act("lending", one, action="ship")
+    shipped = await borrower.last(2)
+    assert [c.value for c in shipped.delivery_info.loan_condition] == ["LibraryUseOnly"]
+
+    await lender.act("lending", two, action="add_conditions", conditions=["NoReproduction"],
+                     cost={"amount": "10", "currency": "EUR"})
+    offer = await borrower.last(3)
+    assert offer.message_info.offered_costs[0].monetary_value == 10
+    await borrower.action("cond-2", Action.NOTIFICATION, note="#seq:3#REJECT too expensive")
+    cancelled = await borrower.last(4)
+    assert cancelled.status_info.status is Status.CANCELLED
+    view = await lender.request("lending", two)
+    assert view["status"] == "CANCELLED" and view["state"]["conditions_accepted"] is False
+
+    # With no conditions waiting, an ACCEPT is only a note.
+    await borrower.action("cond-1", Action.NOTIFICATION, note="ACCEPT again")
+    view = await lender.request("lending", one)
+    assert view["status"] == "SHIPPED" and "partner_notification" in events(view)
+
+
+async def test_overdue_when_the_clock_passes_the_due_date(net):
+    lender, borrower = await start(net)
+    today = lender.node.clock().date()
+    await borrower.request("late-1", MOBY)
+    lid = (await borrower.last(1)).header.supplying_agency_request_id
+    due = today + timedelta(days=3)
+    await lender.act("lending", lid, action="ship", due_date=due.isoformat())
+    await borrower.last(2)
+    await borrower.quiet(2, seconds=0.3)  # the timer job runs, nothing is due yet
+    code, found = await lender.api("GET", "/api/lending/requests?overdue=true")
+    assert found["total"] == 0
+
+    net.clock.advance(days=4)
+    view = await lender.wait_for("lending", lid, "OVERDUE")
+    overdue = await borrower.last(3)
+    assert overdue.status_info.status is Status.OVERDUE
+    assert overdue.message_info.reason_for_message is ReasonForMessage.STATUS_CHANGE
+    assert day(overdue.status_info.due_date) == due
+    assert "overdue" in events(view)
+    await borrower.quiet(3)  # told once
+    code, found = await lender.api("GET", "/api/lending/requests?overdue=true")
+    assert [r["id"] for r in found["requests"]] == [lid]
+    code, err = await lender.api("GET", "/api/lending/requests?overdue=maybe")
+    assert code == 400 and "overdue" in err["error"]
+
+    # Overdue loans can still be renewed and come back.
+    await borrower.action("late-1", Action.RENEW)
+    renewed = await borrower.last(4)
+    assert renewed.message_info.answer_yes_no is YesNo.Y
+    assert (await lender.request("lending", lid))["status"] == "SHIPPED"
+
+
+async def test_message_out_of_sequence_is_an_error_and_changes_nothing(net):
+    lender, borrower = await start(net)
+    await borrower.request("seq-1", MOBY)
+    lid = (await borrower.last(1)).header.supplying_agency_request_id
+    before, rows = await counts(lender), await snapshot(lender)
+
+    conf = await borrower.action("seq-1", Action.SHIPPED_RETURN, ok=False)
+    assert conf.error_data[0].error_type.value == "UnrecognisedDataValue"
+    assert "never shipped" in conf.error_data[0].error_value
+    conf = await borrower.action("seq-1", Action.RENEW, ok=False)
+    assert "not on loan" in conf.error_data[0].error_value
+    conf = await borrower.action("no-such-request", Action.RECEIVED, ok=False)
+    assert "no-such-request" in conf.error_data[0].error_value
+
+    assert await counts(lender) == before
+    assert await snapshot(lender) == rows
+    await borrower.quiet(1)
+    assert (await lender.request("lending", lid))["status"] == "WILL_SUPPLY"
+
+
+async def test_two_of_our_nodes_lend_and_borrow(net):
+    borrower = net.add("borrower", sections='[borrowing]\npickup_locations = ["MAIN"]\n')
+    lender = net.add("lender", symbol=US, sections="[lending]\nauto_renew = false\n")
+    await net.start()
+    await load_holdings(lender)
+
+    code, created = await borrower.api("POST", "/api/borrowing/requests", json={
+        "title": "Moby Dick", "isbn": MOBY, "patron_id": "P-1", "pickup_location": "MAIN"})
+    assert code == 201, created
+    bid = created["id"]
+    await borrower.wait_for("borrowing", bid, "will_supply")
+    lid = (await lender.only_request("lending"))["id"]
+    async with lender.http.get(f"{lender.url}/api/lending/pull-slips") as resp:
+        assert lid in await resp.text()
+
+    await lender.act("lending", lid, action="ship")
+    view = await borrower.wait_for("borrowing", bid, "shipped")
+    assert view["supplying_request_id"] == lid
+    await borrower.act("borrowing", bid, action="receive", barcodes=["TMP-1"])
+    await borrower.act("borrowing", bid, action="renew")
+    await lender.wait_for("lending", lid, "SHIPPED")
+    view = await _wait(lambda: lender.request("lending", lid),
+                       lambda v: v["state"]["pending_renew"] is not None)
+    await lender.act("lending", lid, action="renew_answer", approve=False, note="Sorry")
+    view = await _wait(lambda: borrower.request("borrowing", bid),
+                       lambda v: v["state"]["renewals"] and v["state"]["renewals"][-1]["answer"]
+                       == "N")
+    await borrower.act("borrowing", bid, action="return_to_partner")
+    await lender.wait_for("lending", lid, "RETURN_SHIPPED")
+    code, view = await lender.api("POST", "/api/lending/check-in", json={"barcode": "B-MOBY-1"})
+    assert code == 200 and view["status"] == "LOAN_COMPLETED"
+    await borrower.wait_for("borrowing", bid, "complete")
+    assert await item_status(lender, "B-MOBY-1") == ("available", None)
+
+    # The lender closes; the borrower's next request is unfilled with the dates.
+    today = lender.node.clock().date()
+    await lender.api("PUT", "/api/lending/closure", json={
+        "active": True, "start": today.isoformat(), "end": (today + timedelta(days=7)).isoformat()})
+    code, created = await borrower.api("POST", "/api/borrowing/requests", json={
+        "title": "The Brothers Karamazov", "isbn": KARAMAZOV, "patron_id": "P-2",
+        "pickup_location": "MAIN"})
+    assert code == 201, created
+    view = await borrower.wait_for("borrowing", created["id"], "unfilled")
+    text = "\n".join(str(m.get("raw")) for m in view["messages"] if m["direction"] == "in")
+    assert re.search(r"Lending suspended \d{4}-\d\d-\d\d to \d{4}-\d\d-\d\d", text)
+
+
+async def _wait(fetch, ok, timeout: float = 10.0):
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        value = await fetch()
+        if ok(value):
+            return value
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"condition not reached: {value}")
+        await asyncio.sleep(0.05)
+

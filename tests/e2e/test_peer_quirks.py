@@ -1,0 +1,51 @@
+"""Our node borrowing from a peer that sends what real peers send (NOTES §6).
+
+The mock peer plays a lender with the quirks switched on: an unprefixed
+``version`` attribute, ``+0000`` timestamps, and an Alma-style Notification
+with an empty ``<status/>``.  Our node must take all of it and follow the loan.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from node.mockpeer.server import RunningMock
+from tests.harness import Network, free_port
+
+MOCK = "ISIL:XX-MOCK"
+QUIRKS = frozenset({"unprefixed-version", "offset-0000", "empty-notification-status"})
+
+
+@pytest.fixture
+async def network(tmp_path, database_factory):
+    net = Network(tmp_path, database_factory)
+    yield net
+    await net.stop()
+
+
+@pytest.mark.parametrize("quirks", [frozenset(), QUIRKS], ids=["strict", "quirky"])
+async def test_loan_from_a_quirky_peer(network, quirks):
+    alpha = network.add("alpha")
+    mock = RunningMock(port=free_port(), peer_url=None, quirks=quirks)
+    network.add_peer(MOCK, mock.endpoint)
+    mock._peer_url = alpha.endpoint  # the mock sends its answers to us
+    await mock.start()
+    try:
+        await network.start()
+        status, created = await alpha.api("POST", "/api/borrowing/requests", json={
+            "title": "Moby Dick", "patron_id": "P1", "pickup_location": "MAIN",
+            "note": "MOCK:XX-MOCK:LOANED",
+        })
+        assert status == 201, created
+        view = await alpha.wait_for("borrowing", created["id"], "shipped")
+        assert view["partner"] == MOCK
+        events = [h["event"] for h in view["history"]]
+        assert not any("error" in e for e in events), events
+        incoming = [m for m in view["messages"] if m["direction"] == "in"]
+        assert incoming, view["messages"]
+        if quirks:
+            assert any("+0000" in m["raw"] for m in incoming)
+            assert any('version="1.2"' in m["raw"] and "ill:version" not in m["raw"]
+                       for m in incoming)
+    finally:
+        await mock.stop()
