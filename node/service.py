@@ -5,6 +5,11 @@ database transaction: load the request's state, run the pure machine, then
 write the new state, its history, the messages it sends (to the outbox, already
 serialised for the partner's version) and its effects.  Only after the commit
 does the confirmation leave or the staff API answer: nothing confirmed is lost.
+
+Partners' messages share transactions (group commit): the HTTP handler checks a
+message and queues it; one writer task stores everything queued in one
+transaction, each message in its own SAVEPOINT, commits once, and only then
+answers each handler.
 """
 
 from __future__ import annotations
@@ -15,12 +20,11 @@ import logging
 import secrets
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
 import aiohttp
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from . import auth as peer_auth
@@ -48,6 +52,10 @@ log = logging.getLogger("node.messages")
 
 Clock = Callable[[], datetime]
 
+# Most partners' messages one transaction stores: bounds a batch's time, and so the
+# wait of the last message in it.
+MAX_BATCH = 200
+
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
@@ -55,6 +63,31 @@ def utcnow() -> datetime:
 
 class NotFound(Exception):
     """No request with that id on this side."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Inbound:
+    """A partner's message, checked, waiting for the writer to store it."""
+
+    message: BusinessMessage
+    body: bytes
+    sender: AgencyId
+    now: datetime
+    digest: str  # idempotency: see message_digest
+    answer: bytes  # the OK confirmation, sent once the message is committed
+    done: asyncio.Future  # the answer, or why the message could not be stored
+
+
+@dataclass(slots=True)
+class _Rows:
+    """History and message-log rows, written together: one statement each."""
+
+    history: list[dict] = field(default_factory=list)
+    messages: list[dict] = field(default_factory=list)
+
+    def extend(self, other: _Rows) -> None:
+        self.history.extend(other.history)
+        self.messages.extend(other.messages)
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +127,8 @@ class Node:
         self._timer_jobs: set[asyncio.Task] = set()  # timer ticks running now (scheduler.py)
         self._owns_engine = engine is None
         self.timer_interval_seconds = timer_interval_seconds
+        self._inbox: asyncio.Queue[_Inbound] | None = None  # partners' messages for the writer
+        self._writer_task: asyncio.Task | None = None
 
     @property
     def symbol(self) -> AgencyId:
@@ -123,6 +158,7 @@ class Node:
             max_backoff_seconds=cfg.max_backoff_seconds,
             poll_seconds=cfg.poll_seconds,
             on_delivered=self._on_delivered,
+            on_failed=self._on_send_failed,
             headers_for=lambda row: peer_auth.outgoing_headers(self.config, row.peer, row.body),
             ssl_for=lambda row: peer_auth.client_ssl_context(self.config),
             clock=self.clock,
@@ -135,6 +171,10 @@ class Node:
         self._scheduler = start_scheduler(self)
 
     async def stop(self) -> None:
+        if self._writer_task is not None:
+            self._writer_task.cancel()
+            await asyncio.gather(self._writer_task, return_exceptions=True)
+            self._writer_task = None
         if self._scheduler is not None:
             self._scheduler.shutdown(wait=False)
             self._scheduler = None
@@ -210,36 +250,105 @@ class Node:
             conf = confirm.confirmation_for(message, now=now, error=exc)
             self._log_in(envelope, None, exc, started, peer_address)
             return writer.serialise(Envelope(version=envelope.version, message=conf))
-        self._wake_outbox()
         self._log_in(envelope, MessageStatus.OK, None, started, peer_address)
         return answer
 
     async def _receive_business(self, envelope: Envelope, body: bytes, now: datetime,
                                 credentials=None) -> bytes:
+        """Check a partner's message, then hand it to the writer; its answer comes back
+        once the message is committed."""
         message: BusinessMessage = envelope.message
         sender, partner = self._check_addressing(message)
         # Issue 7: the partner's checks, then its allowance; nothing stored yet.
         peer_auth.authenticate(partner, message, body, credentials or peer_auth.Credentials())
         node_limits.rate_limiter_for(self).hit(str(partner.symbol),
                                                self.config.limits.partner_requests_per_minute)
-        digest = message_digest(sender, message, body)
         conf = confirm.confirmation_for(message, now=now)
-        answer = writer.serialise(Envelope(version=envelope.version, message=conf))
-        for _ in range(2):  # a second pass only after losing a race on the digest
-            try:
-                async with self.engine.begin() as conn:
-                    stored = await repo.confirmation_for_digest(conn, digest)
-                    if stored is not None:
-                        return stored  # the same message again: same answer, no change
-                    tx_id = await self._dispatch(conn, message, now)
-                    await repo.log_message(
-                        conn, direction="in", message=message, raw=body, peer=str(sender),
-                        transaction_id=tx_id, digest=digest, confirmation=answer, now=now,
-                    )
-                return answer
-            except IntegrityError:
+        inbound = _Inbound(
+            message=message, body=body, sender=sender, now=now,
+            digest=message_digest(sender, message, body),
+            answer=writer.serialise(Envelope(version=envelope.version, message=conf)),
+            done=asyncio.get_running_loop().create_future(),
+        )
+        self._writer_inbox().put_nowait(inbound)
+        return await inbound.done
+
+    def _writer_inbox(self) -> asyncio.Queue[_Inbound]:
+        # Started by the first message, not by start(): tools and tests call receive()
+        # on a Node they never start.
+        if self._writer_task is None:
+            self._inbox = asyncio.Queue()
+            self._writer_task = asyncio.create_task(self._write_inbound(self._inbox),
+                                                    name="inbound-writer")
+        return self._inbox
+
+    async def _write_inbound(self, inbox: asyncio.Queue[_Inbound]) -> None:
+        """The one writer of partners' messages: whatever waits is stored in ONE
+        transaction (group commit), so a busy node commits once for many messages."""
+        batch: list[_Inbound] = []
+        try:
+            while True:
+                batch = [await inbox.get()]
+                while len(batch) < MAX_BATCH and not inbox.empty():
+                    batch.append(inbox.get_nowait())
+                await self._store_batch(batch)
+                batch = []
+        finally:  # stopping: what is not committed is not confirmed
+            while not inbox.empty():
+                batch.append(inbox.get_nowait())
+            for inbound in batch:
+                inbound.done.cancel()
+
+    async def _store_batch(self, batch: list[_Inbound]) -> None:
+        """Store a batch in arrival order, commit once, then answer each message.
+        Nothing is confirmed before the COMMIT that stores it."""
+        outcomes: list[bytes | Exception] = []
+        try:
+            async with self.engine.begin() as conn:
+                # Read once per batch, inside it: no partner's message changes a closure.
+                closures = await repo.closures(conn, self.config)
+                answered = await repo.confirmations_for_digests(conn, [i.digest for i in batch])
+                rows = _Rows()  # of the messages stored, for one statement per table
+                for inbound in batch:
+                    try:
+                        outcomes.append(
+                            await self._store_one(conn, inbound, closures, answered, rows))
+                    except Exception as exc:  # this message only: its savepoint is undone
+                        outcomes.append(exc)
+                # A digest stored meanwhile by another process fails here, and so the
+                # batch: it is not confirmed, and its resend gets the stored answer.
+                await repo.log_messages(conn, rows.messages)
+                await repo.add_history(conn, rows.history)
+        except Exception as exc:  # nothing of the batch is stored (e.g. the COMMIT failed)
+            outcomes = [exc] * len(batch)
+        if not all(isinstance(outcome, Exception) for outcome in outcomes):
+            self._wake_outbox()
+        for inbound, outcome in zip(batch, outcomes):
+            if inbound.done.done():  # its handler is gone
                 continue
-        raise ProtocolError(ErrorType.UNRECOGNISED_DATA_VALUE, "message could not be stored")
+            if isinstance(outcome, Exception):
+                inbound.done.set_exception(outcome)
+            else:
+                inbound.done.set_result(outcome)
+
+    async def _store_one(self, conn: AsyncConnection, inbound: _Inbound, closures,
+                         answered: dict[str, bytes], rows: _Rows) -> bytes:
+        """One message of a batch in its own SAVEPOINT, so that its failure undoes only
+        itself; its log and history rows go to ``rows``.  ``answered``: digest -> the
+        answer already given (stored, or earlier in this batch)."""
+        stored = answered.get(inbound.digest)
+        if stored is not None:
+            return stored  # the same message again: same answer, no change
+        received = repo.message_row(
+            direction="in", message=inbound.message, raw=inbound.body, peer=str(inbound.sender),
+            now=inbound.now, digest=inbound.digest, confirmation=inbound.answer,
+        )
+        own = _Rows()
+        async with conn.begin_nested():
+            await self._dispatch(conn, inbound.message, inbound.now, closures, received, own)
+        rows.extend(own)
+        answered[inbound.digest] = inbound.answer
+        return inbound.answer
 
     def _check_addressing(self, message: BusinessMessage):
         """The message must name us, and come from a partner we know."""
@@ -261,14 +370,16 @@ class Node:
             raise UnrecognisedValue(
                 f"header: agency {sender} is not a partner of {self.symbol}"
             )
-        if not header.requesting_agency_request_id:
-            raise UnrecognisedValue("header/requestingAgencyRequestId is empty")
+        reader.check_ids(message)  # empty or over-long ids
         return sender, partner
 
-    async def _dispatch(self, conn: AsyncConnection, message: BusinessMessage, now) -> int:
+    async def _dispatch(self, conn: AsyncConnection, message: BusinessMessage, now,
+                        closures, received: dict, rows: _Rows) -> None:
+        """Run a partner's message through its machine.  ``received``: the message's log
+        row; it and the result's rows go to ``rows``."""
         header = message.header
         if isinstance(message, Request):
-            return await self._receive_request(conn, message, now)
+            return await self._receive_request(conn, message, now, closures, received, rows)
         if isinstance(message, RequestingAgencyMessage):
             row = await repo.lock_transaction(
                 conn, role="lending", requesting_agency_id=str(header.requesting_agency_id),
@@ -280,10 +391,11 @@ class Node:
                     f"{header.requesting_agency_request_id!r} from {header.requesting_agency_id}"
                 )
             state = LENDING.state_type.from_json(row.state)
-            ctx = self._lending_context(row.partner, await repo.closure(conn, "lending", self.config), now)
+            ctx = self._lending_context(row.partner, closures["lending"], now)
             result = LENDING.machine.receive_action(state, message, ctx=ctx)
-            await self._apply(conn, LENDING, row.id, result, actor=f"peer:{row.partner}", now=now)
-            return row.id
+            await self._apply(conn, LENDING, row.id, result, actor=f"peer:{row.partner}", now=now,
+                              received=received, rows=rows)
+            return None
         # SupplyingAgencyMessage: an answer about one of our borrowing attempts.
         row = await repo.lock_borrowing_by_attempt(conn, header.requesting_agency_request_id)
         if row is not None:  # issue 7: only the partner the attempt went to may answer it
@@ -296,47 +408,51 @@ class Node:
                 "is not a request of ours"
             )
         state = BORROWING.state_type.from_json(row.state)
-        ctx = await self._borrowing_context(conn, now)
+        ctx = await self._borrowing_context(conn, now, closures)
         result = BORROWING.machine.receive(state, message, ctx=ctx)
         sender = str(header.supplying_agency_id)
-        await self._apply(conn, BORROWING, row.id, result, actor=f"peer:{sender}", now=now)
-        return row.id
+        await self._apply(conn, BORROWING, row.id, result, actor=f"peer:{sender}", now=now,
+                          received=received, rows=rows)
+        return None
 
-    async def _receive_request(self, conn: AsyncConnection, message: Request, now) -> int:
+    async def _receive_request(self, conn: AsyncConnection, message: Request, now, closures,
+                               received: dict, rows: _Rows) -> None:
         header = message.header
         requester = str(header.requesting_agency_id)
-        existing = await repo.lock_transaction(
-            conn, role="lending", requesting_agency_id=requester,
-            requesting_request_id=header.requesting_agency_request_id,
-        )
-        previous = None
-        if existing is not None:
-            if existing.status != smachine.LendingState.RETRY_POSSIBLE.value:
-                raise UnrecognisedValue(
-                    f"header/requestingAgencyRequestId: {header.requesting_agency_request_id!r} "
-                    f"already exists (a different request from {requester} has that id)"
-                )
-            # A Retry after RetryPossible reuses the id: the machine decides if it may.
-            previous = LENDING.state_type.from_json(existing.state)
-        closure = await repo.closure(conn, "lending", self.config)
+        actor = f"peer:{requester}"
+        closure = closures["lending"]
         ctx = self._lending_context(requester, closure, now)
         located = None
         if not closure.applies_on(now.date()):
             located = await repo.locate(conn, message, self.config.lending, self.symbol)
-        result = LENDING.machine.receive_request(message, ctx=ctx, located=located,
-                                                 previous=previous)
-        if existing is not None:
-            await self._apply(conn, LENDING, existing.id, result, actor=f"peer:{requester}",
-                              now=now)
-            return existing.id
+        result = LENDING.machine.receive_request(message, ctx=ctx, located=located)
         # Staff and the partner see the same id: our supplyingAgencyRequestId.
         tx_id = await repo.insert_transaction(
             conn, role="lending", public_id=result.state.summary()["supplying_request_id"],
-            state=result.state, now=now,
-            requesting_agency_id=requester,
+            state=result.state, now=now, requesting_agency_id=requester,
+            next_timer_at=_next_timer(LENDING, result.state), if_new=True,
         )
-        await self._apply(conn, LENDING, tx_id, result, actor=f"peer:{requester}", now=now)
-        return tx_id
+        if tx_id is not None:
+            await self._apply(conn, LENDING, tx_id, result, actor=actor, now=now, inserted=True,
+                              received=received, rows=rows)
+            return None
+        # The unique (agency, request id) says the id is taken: only a Retry after
+        # RetryPossible may reuse it, and the machine decides if it may.
+        existing = await repo.lock_transaction(
+            conn, role="lending", requesting_agency_id=requester,
+            requesting_request_id=header.requesting_agency_request_id,
+        )
+        if existing is None or existing.status != smachine.LendingState.RETRY_POSSIBLE.value:
+            raise UnrecognisedValue(
+                f"header/requestingAgencyRequestId: {header.requesting_agency_request_id!r} "
+                f"already exists (a different request from {requester} has that id)"
+            )
+        previous = LENDING.state_type.from_json(existing.state)
+        result = LENDING.machine.receive_request(message, ctx=ctx, located=located,
+                                                 previous=previous)
+        await self._apply(conn, LENDING, existing.id, result, actor=actor, now=now,
+                          received=received, rows=rows)
+        return None
 
     # -- contexts ----------------------------------------------------------------
 
@@ -349,11 +465,11 @@ class Node:
             now=now,
         )
 
-    async def _borrowing_context(self, conn: AsyncConnection, now):
+    async def _borrowing_context(self, conn: AsyncConnection, now, closures):
         return bmachine.BorrowingContext(
             our_symbol=self.symbol,
             policy=self.config.borrowing,
-            closure=await repo.closure(conn, "borrowing", self.config),
+            closure=closures["borrowing"],
             partners={str(p.symbol): p for p in self.config.partners},
             closed_partners=await repo.partner_closures(conn, today=now.date()),
             now=now,
@@ -361,9 +477,10 @@ class Node:
         )
 
     async def _context(self, conn, side: Side, row, now):
+        closures = await repo.closures(conn, self.config)
         if side is LENDING:
-            return self._lending_context(row.partner, await repo.closure(conn, "lending", self.config), now)
-        return await self._borrowing_context(conn, now)
+            return self._lending_context(row.partner, closures["lending"], now)
+        return await self._borrowing_context(conn, now, closures)
 
     # -- applying a machine's result ------------------------------------------
 
@@ -376,26 +493,43 @@ class Node:
         *,
         actor: str,
         now: datetime,
+        inserted: bool = False,
+        received: dict | None = None,
+        rows: _Rows | None = None,
     ) -> None:
+        """Write a machine's result: the new state (unless ``inserted`` with it just
+        now), its history, the messages it sends and its effects.  ``received``: the
+        log row of the partner's message it answers.  ``rows``: leave the history and
+        log rows there for the caller to write (a batch at a time)."""
         state = result.state
-        await repo.save_state(conn, tx_id, state, now=now,
-                              next_timer_at=_next_timer(side, state))
-        await repo.add_history(conn, tx_id, result.history, actor=actor, now=now)
+        if not inserted:
+            await repo.save_state(conn, tx_id, state, now=now,
+                                  next_timer_at=_next_timer(side, state))
+        out = rows if rows is not None else _Rows()
+        if received is not None:
+            out.messages.append(dict(received, transaction_id=tx_id))
+        out.history.extend(repo.history_rows(tx_id, result.history, actor=actor, now=now))
         for message in result.send:
-            await self._queue(conn, tx_id, message, now)
+            await self._queue(conn, tx_id, message, now, rows=out)
         for effect in result.effects:
-            await repo.apply_effect(conn, tx_id, effect, now=now)
+            out.history.append(await repo.apply_effect(conn, tx_id, effect, now=now))
+        if rows is None:
+            await repo.log_messages(conn, out.messages)
+            await repo.add_history(conn, out.history)
 
-    async def _queue(self, conn: AsyncConnection, tx_id: int, message: BusinessMessage, now):
+    async def _queue(self, conn: AsyncConnection, tx_id: int, message: BusinessMessage, now,
+                     *, rows: _Rows) -> None:
+        """Serialise ``message`` for its partner and queue it in the outbox; its log row
+        goes to ``rows``, or a note that it cannot be sent."""
         header = message.header
         peer = header.requesting_agency_id if isinstance(message, SupplyingAgencyMessage) else (
             header.supplying_agency_id)
         partner = self.config.partner(str(peer))
         if partner is None:
-            await repo.add_history_event(
-                conn, tx_id, event="send_failed", actor="system", now=now,
+            rows.history.append(repo.history_row(
+                tx_id, event="send_failed", actor="system", now=now,
                 summary=f"{peer} is not a configured partner: {message.KIND} not sent",
-            )
+            ))
             return
         version = partner.iso18626_version
         message = peer_auth.with_authentication(message, partner)  # what the partner expects
@@ -404,8 +538,9 @@ class Node:
             await repo.add_attempt(conn, tx_id, partner=str(partner.symbol),
                                    requesting_request_id=header.requesting_agency_request_id,
                                    now=now)
-        await repo.log_message(conn, direction="out", message=message, raw=body,
-                               peer=str(partner.symbol), transaction_id=tx_id, now=now)
+        rows.messages.append(dict(repo.message_row(
+            direction="out", message=message, raw=body, peer=str(partner.symbol), now=now,
+        ), transaction_id=tx_id))
         await repo.enqueue(conn, transaction_id=tx_id, peer=str(partner.symbol), url=partner.url,
                            kind=message.KIND, body=body, now=now)
 
@@ -435,15 +570,14 @@ class Node:
         if row is None or row.role != "borrowing":
             return
         state = BORROWING.state_type.from_json(row.state)
-        ctx = await self._borrowing_context(conn, now)
+        ctx = await self._borrowing_context(conn, now, await repo.closures(conn, self.config))
         result = BORROWING.machine.delivery_failed(state, kind=kind, error=error, ctx=ctx)
         await self._apply(conn, BORROWING, tx_id, result, actor="system", now=now)
 
-    async def on_send_failed(self, conn, row) -> None:
-        """Outbox gave up on a message (max attempts)."""
+    async def _on_send_failed(self, conn, row, error: str) -> None:
+        """The outbox gave up on a message (max attempts): the rota moves on."""
         if row.transaction_id is not None:
-            await self._delivery_failed(conn, row.transaction_id, row.kind,
-                                        row.last_error or "not delivered")
+            await self._delivery_failed(conn, row.transaction_id, row.kind, error)
 
     # -- staff actions ---------------------------------------------------------
 
@@ -470,7 +604,7 @@ class Node:
         """Create a borrowing request from the staff or patron form; send it to the rota."""
         now = self.clock()
         async with self.engine.begin() as conn:
-            ctx = await self._borrowing_context(conn, now)
+            ctx = await self._borrowing_context(conn, now, await repo.closures(conn, self.config))
             if ctx.closure.applies_on(now.date()):
                 raise StaffActionError(
                     f"{ctx.closure.describe('Borrowing')}: new requests cannot be created"
@@ -491,8 +625,9 @@ class Node:
             tx_id = await repo.insert_transaction(
                 conn, role="borrowing", public_id=public_id, state=result.state, now=now,
                 requesting_agency_id=str(self.symbol), duplicate_key=borrower.form.duplicate_key(form),
+                next_timer_at=_next_timer(BORROWING, result.state),
             )
-            await self._apply(conn, BORROWING, tx_id, result, actor=actor, now=now)
+            await self._apply(conn, BORROWING, tx_id, result, actor=actor, now=now, inserted=True)
             if duplicate_of:
                 await repo.add_history_event(
                     conn, tx_id, event="possible_duplicate", actor="system", now=now,

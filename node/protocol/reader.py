@@ -797,8 +797,13 @@ def _decide(ctx: _Ctx, declared: str | None) -> Version:
     return Version.V1_2
 
 
+# The schema sets no limit, but ids are stored in indexed columns of this size
+# (node/store/tables.py); no real peer comes near it.
+MAX_ID_LENGTH = 255
+
+
 def check_ids(message: m.BusinessMessage) -> None:
-    """Refuse a business message whose header ids are empty (UnrecognisedDataValue).
+    """Refuse a business message whose header ids are empty or over-long (UnrecognisedDataValue).
 
     The reader accepts them (the schema does); the service calls this where an
     id is needed, e.g. for every incoming request and agency message.
@@ -807,6 +812,15 @@ def check_ids(message: m.BusinessMessage) -> None:
     where = message.KIND + "/header"
     if not header.requesting_agency_request_id:
         raise ProtocolError(_UDV, f"{where}/requestingAgencyRequestId: empty")
+    for name, value in (("requestingAgencyRequestId", header.requesting_agency_request_id),
+                        ("supplyingAgencyRequestId", header.supplying_agency_request_id),
+                        ("requestingAgencyId/agencyIdValue", header.requesting_agency_id.value),
+                        ("supplyingAgencyId/agencyIdValue",
+                         header.supplying_agency_id.value if header.supplying_agency_id else None)):
+        if value and len(value) > MAX_ID_LENGTH:
+            raise ProtocolError(
+                _UDV, f"{where}/{name}: {len(value)} characters; ids of at most "
+                f"{MAX_ID_LENGTH} are accepted")
     if not header.requesting_agency_id.value:
         raise ProtocolError(_UDV, f"{where}/requestingAgencyId: empty agencyIdValue")
     supplier = header.supplying_agency_id

@@ -9,8 +9,23 @@ from __future__ import annotations
 
 from collections import defaultdict
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import delete, func, insert, or_, select
+from sqlalchemy import (
+    Date,
+    String,
+    bindparam,
+    cast,
+    delete,
+    func,
+    insert,
+    null,
+    or_,
+    select,
+    tuple_,
+    union,
+    union_all,
+)
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ..supplier.locate import (
@@ -86,52 +101,82 @@ def _chunks(rows: list, size: int):
         yield rows[i:i + size]
 
 
-async def candidates(conn: AsyncConnection, keys: LookupKeys, *, limit: int = 50
-                     ) -> list[HoldingsRecord]:
+_ident, _records, _items = t.holdings_identifiers, t.holdings_records, t.holdings_items
+CANDIDATE_LIMIT = 50
+
+
+def _candidate_ids(by_title: bool, by_author: bool):
+    """Record ids a request may match: by identifier, or by title (and author)."""
+    parts = [select(_ident.c.record_id).where(
+        # The pairs alone are exact but scan on SQLite; kind IN and value IN reach the index.
+        _ident.c.kind.in_(bindparam("kinds", expanding=True)),
+        _ident.c.value.in_(bindparam("values", expanding=True)),
+        tuple_(_ident.c.kind, _ident.c.value).in_(bindparam("keys", expanding=True)))]
+    if by_title:
+        by_title_stmt = select(_records.c.record_id).where(
+            _records.c.title_key == bindparam("title_key"))
+        if by_author:
+            by_title_stmt = by_title_stmt.where(or_(
+                _records.c.author_key == bindparam("author_key"), _records.c.author_key.is_(None)))
+        parts.append(by_title_stmt)
+    return union(*parts).order_by("record_id").limit(CANDIDATE_LIMIT)
+
+
+def _candidates_query(by_title: bool, by_author: bool):
+    """ONE query for the candidate records: a row per item (identifier columns NULL)
+    and a row per identifier (item columns NULL)."""
+    ids = _candidate_ids(by_title, by_author)
+    no_text, no_date = cast(null(), String), cast(null(), Date)
+    records_items = (
+        select(_records.c.record_id, _records.c.title, _records.c.author,
+               no_text.label("kind"), no_text.label("value"), _items.c.barcode,
+               _items.c.call_number, _items.c.location, _items.c.status, _items.c.due_date)
+        .select_from(_records.outerjoin(_items, _items.c.record_id == _records.c.record_id))
+        .where(_records.c.record_id.in_(ids))
+    )
+    identifiers = select(_ident.c.record_id, no_text, no_text, _ident.c.kind, _ident.c.value,
+                         no_text, no_text, no_text, no_text, no_date).where(
+        _ident.c.record_id.in_(ids))
+    return union_all(records_items, identifiers)
+
+
+_CANDIDATES = {(title, author): _candidates_query(title, author)
+               for title in (False, True) for author in (False, True) if title or not author}
+
+
+async def candidates(conn: AsyncConnection, keys: LookupKeys) -> list[HoldingsRecord]:
     """Records that may match the request, each with its identifiers and items."""
-    ident = t.holdings_identifiers
-    records = t.holdings_records
     wanted = list(keys.record_ids)
     wanted += [("isbn", v) for v in keys.isbns if len(v) == 13]
     wanted += [("issn", v) for v in keys.issns]
     if keys.supplier_unique_record_id:
         wanted.append(("local", keys.supplier_unique_record_id))
-    ids: set[str] = set()
-    if wanted:
-        clauses = [(ident.c.kind == k) & (ident.c.value == v) for k, v in wanted]
-        rows = await conn.execute(select(ident.c.record_id).where(or_(*clauses)).limit(limit))
-        ids.update(r.record_id for r in rows)
-    if keys.title_key:
-        stmt = select(records.c.record_id).where(records.c.title_key == keys.title_key)
-        if keys.author_key:
-            stmt = stmt.where(or_(records.c.author_key == keys.author_key,
-                                  records.c.author_key.is_(None)))
-        ids.update(r.record_id for r in await conn.execute(stmt.limit(limit)))
-    return await _load(conn, sorted(ids)[:limit])
-
-
-async def _load(conn: AsyncConnection, ids: list[str]) -> list[HoldingsRecord]:
-    if not ids:
+    if not wanted and not keys.title_key:
         return []
+    by_title = bool(keys.title_key)
+    rows = await conn.execute(_CANDIDATES[by_title, by_title and bool(keys.author_key)], {
+        "keys": wanted, "kinds": sorted({k for k, _ in wanted}),
+        "values": sorted({v for _, v in wanted}),
+        "title_key": keys.title_key, "author_key": keys.author_key,
+    })
+    records: dict[str, Any] = {}
     idents: dict[str, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
-    for row in await conn.execute(select(t.holdings_identifiers).where(
-            t.holdings_identifiers.c.record_id.in_(ids))):
-        idents[row.record_id][row.kind].append(row.value)
     items: dict[str, list[HoldingsItem]] = defaultdict(list)
-    for row in await conn.execute(select(t.holdings_items).where(
-            t.holdings_items.c.record_id.in_(ids)).order_by(t.holdings_items.c.barcode)):
-        items[row.record_id].append(HoldingsItem(
-            barcode=row.barcode, call_number=row.call_number, location=row.location,
-            status=row.status, due_date=row.due_date))
-    found = []
-    for row in await conn.execute(select(t.holdings_records).where(
-            t.holdings_records.c.record_id.in_(ids))):
-        i = idents[row.record_id]
-        found.append(HoldingsRecord(
-            record_id=row.record_id, title=row.title, author=row.author,
-            isbns=tuple(i["isbn"]), issns=tuple(i["issn"]), oclc=tuple(i["oclc"]),
-            lccn=tuple(i["lccn"]), items=tuple(items[row.record_id])))
-    return found
+    for row in rows:
+        if row.kind is not None:
+            idents[row.record_id][row.kind].append(row.value)
+            continue
+        records[row.record_id] = row
+        if row.barcode is not None:
+            items[row.record_id].append(HoldingsItem(
+                barcode=row.barcode, call_number=row.call_number, location=row.location,
+                status=row.status, due_date=row.due_date))
+    return [HoldingsRecord(
+        record_id=record_id, title=row.title, author=row.author,
+        isbns=tuple(idents[record_id]["isbn"]), issns=tuple(idents[record_id]["issn"]),
+        oclc=tuple(idents[record_id]["oclc"]), lccn=tuple(idents[record_id]["lccn"]),
+        items=tuple(sorted(items[record_id], key=lambda i: i.barcode)))
+        for record_id, row in sorted(records.items())]
 
 
 async def count(conn: AsyncConnection) -> dict[str, int]:

@@ -2,6 +2,10 @@
 
 SQL only: no decisions are taken here (those are the machines'), and every
 function takes the caller's connection so that one input is one transaction.
+
+The statements of the inbound hot path are built once, at import, and take
+their values as parameters at execute: building ``insert(...).values(**kw)``
+per call (and its cache key) cost more than running it (bench/RESULTS.md §2).
 """
 
 from __future__ import annotations
@@ -10,7 +14,8 @@ from dataclasses import replace
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import and_, func, insert, or_, select, update
+from sqlalchemy import bindparam, func, insert, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ..machine import Effect, HistoryEntry
@@ -22,9 +27,12 @@ from ..protocol.messages import (
 )
 from ..supplier.locate import identifiers_of, locate as match_holdings
 from . import holdings_repo, outbox_repo
+from . import search as staff_search
 from . import tables as t
 
 enqueue = outbox_repo.enqueue
+search = staff_search.search
+_row_view = staff_search.row_view
 outbox_pending = outbox_repo.pending_count
 
 # -- closures ---------------------------------------------------------------------
@@ -50,14 +58,27 @@ async def seed_closures(conn: AsyncConnection, config, *, now: datetime, previou
             await conn.execute(update(t.closures).where(t.closures.c.kind == kind).values(**values))
 
 
-async def closure(conn: AsyncConnection, kind: str, config):
-    """The closure in force for ``kind``: the database's, else the config's."""
-    row = (await conn.execute(select(t.closures).where(t.closures.c.kind == kind))).first()
-    configured = getattr(config, kind).closure
+def _in_force(configured, row):
+    """The database's closure over the config's, which gives the defaults."""
     if row is None:
         return configured
     return replace(configured, active=row.active, start=row.start, end=row.end,
                    note=row.note or "")
+
+
+_SELECT_CLOSURES = select(t.closures)
+
+
+async def closure(conn: AsyncConnection, kind: str, config):
+    """The closure in force for ``kind``: the database's, else the config's."""
+    return (await closures(conn, config))[kind]
+
+
+async def closures(conn: AsyncConnection, config) -> dict[str, Any]:
+    """Every closure in force, by kind, in one query."""
+    rows = {r.kind: r for r in await conn.execute(_SELECT_CLOSURES)}
+    return {kind: _in_force(getattr(config, kind).closure, rows.get(kind))
+            for kind in t.CLOSURE_KINDS}
 
 
 async def set_closure(conn: AsyncConnection, kind: str, *, active: bool, start: date | None,
@@ -91,56 +112,93 @@ async def locate(conn: AsyncConnection, request: Request, policy, our_symbol):
 
 # -- messages -------------------------------------------------------------------------
 
+_SELECT_CONFIRMATIONS = select(t.messages.c.digest, t.messages.c.confirmation).where(
+    t.messages.c.digest.in_(bindparam("digests", expanding=True)))
+_INSERT_MESSAGES = insert(t.messages)
 
-async def confirmation_for_digest(conn: AsyncConnection, digest: str) -> bytes | None:
-    row = (await conn.execute(
-        select(t.messages.c.confirmation).where(t.messages.c.digest == digest))).first()
-    if row is None:
-        return None
-    return row.confirmation.encode("utf-8")
+
+async def confirmations_for_digests(conn: AsyncConnection, digests: list[str]
+                                    ) -> dict[str, bytes]:
+    """The answers already given to these messages (digest -> confirmation), in one query."""
+    rows = await conn.execute(_SELECT_CONFIRMATIONS, {"digests": digests})
+    return {r.digest: r.confirmation.encode("utf-8") for r in rows}
 
 
 def _summary_fields(message: BusinessMessage) -> dict[str, Any]:
+    fields: dict[str, Any] = {"status": None, "action": None, "reason": None}
     if isinstance(message, SupplyingAgencyMessage):
         status = message.status_info.status
-        return {"status": status.value if status else None,
-                "reason": message.message_info.reason_for_message.value}
-    if isinstance(message, RequestingAgencyMessage):
-        return {"action": message.action.value}
-    if isinstance(message, Request):
-        return {"reason": message.service_info.service_type.value if message.service_info
-                else None}
-    return {}
+        fields.update(status=status.value if status else None,
+                      reason=message.message_info.reason_for_message.value)
+    elif isinstance(message, RequestingAgencyMessage):
+        fields.update(action=message.action.value)
+    elif isinstance(message, Request):
+        fields.update(reason=message.service_info.service_type.value if message.service_info
+                      else None)
+    return fields
 
 
-async def log_message(conn: AsyncConnection, *, direction: str, message: BusinessMessage,
-                      raw: bytes, peer: str | None, transaction_id: int | None, now: datetime,
-                      digest: str | None = None, confirmation: bytes | None = None) -> None:
-    await conn.execute(insert(t.messages).values(
-        transaction_id=transaction_id, direction=direction, kind=message.KIND, peer=peer,
+def message_row(*, direction: str, message: BusinessMessage, raw: bytes, peer: str | None,
+                now: datetime, digest: str | None = None,
+                confirmation: bytes | None = None) -> dict[str, Any]:
+    """One row of the message log, for :func:`log_messages` once its ``transaction_id``
+    is set."""
+    return dict(
+        direction=direction, kind=message.KIND, peer=peer,
         requesting_request_id=message.header.requesting_agency_request_id,
         raw=raw.decode("utf-8", errors="replace"), digest=digest,
         confirmation=confirmation.decode("utf-8") if confirmation is not None else None,
         message_status="OK" if confirmation is not None else None, created_at=now,
         **_summary_fields(message),
-    ))
+    )
+
+
+async def log_messages(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
+    """Write message-log rows (:func:`message_row`) in one statement."""
+    if rows:
+        await conn.execute(_INSERT_MESSAGES, rows)
 
 
 # -- transactions -------------------------------------------------------------------
+
+
+def agency_key(agency_id) -> str:
+    """``transactions.requesting_agency_id`` as stored and looked up: agency ids compare
+    case-insensitively (``AgencyId.same_agency``), so the column holds them casefolded
+    and a lookup is an equality on the unique index."""
+    return str(agency_id).casefold()
 
 
 def _locked(stmt):
     return stmt.with_for_update()  # a no-op on SQLite, whose single writer serialises
 
 
+_tx = t.transactions
+_LOCK_BY_REQUEST_ID = _locked(select(_tx).where(
+    _tx.c.role == bindparam("role"),
+    _tx.c.requesting_agency_id == bindparam("agency"),
+    _tx.c.requesting_request_id == bindparam("request_id"),
+))
+_LOCK_BY_ATTEMPT = _locked(
+    select(_tx).join(t.attempts, t.attempts.c.transaction_id == _tx.c.id)
+    .where(t.attempts.c.requesting_request_id == bindparam("request_id"),
+           _tx.c.role == "borrowing"))
+_INSERT_TRANSACTION = insert(_tx).returning(_tx.c.id)
+# A partner's new request: the unique (role, agency, request id) says whether it is new.
+_INSERT_NEW_TRANSACTION = {
+    dialect.dialect.name: dialect.insert(_tx).on_conflict_do_nothing().returning(_tx.c.id)
+    for dialect in (sqlite, postgresql)
+}
+_SAVE_STATE = update(_tx).where(_tx.c.id == bindparam("tx_id")).values(
+    version=_tx.c.version + 1)
+
+
 async def lock_transaction(conn: AsyncConnection, *, role: str, requesting_agency_id: str,
                            requesting_request_id: str):
-    tx = t.transactions
-    return (await conn.execute(_locked(select(tx).where(
-        tx.c.role == role,
-        func.lower(tx.c.requesting_agency_id) == requesting_agency_id.lower(),
-        tx.c.requesting_request_id == requesting_request_id,
-    )))).first()
+    return (await conn.execute(_LOCK_BY_REQUEST_ID, {
+        "role": role, "agency": agency_key(requesting_agency_id),
+        "request_id": requesting_request_id,
+    })).first()
 
 
 async def lock_transaction_by_id(conn: AsyncConnection, tx_id: int):
@@ -155,44 +213,43 @@ async def lock_transaction_by_public_id(conn: AsyncConnection, role: str, public
 
 
 async def lock_borrowing_by_attempt(conn: AsyncConnection, requesting_request_id: str):
-    tx, at = t.transactions, t.attempts
-    return (await conn.execute(_locked(
-        select(tx).join(at, at.c.transaction_id == tx.c.id)
-        .where(at.c.requesting_request_id == requesting_request_id, tx.c.role == "borrowing")
-    ))).first()
+    return (await conn.execute(_LOCK_BY_ATTEMPT, {"request_id": requesting_request_id})).first()
 
 
 def _text(value) -> str | None:
     return None if value is None else str(value)
 
 
-def _columns(state) -> dict[str, Any]:
+def _columns(state, next_timer_at: datetime | None) -> dict[str, Any]:
     s = state.summary()
     return dict(
         status=str(s["status"]), partner=_text(s.get("partner")), title=s.get("title"),
         patron_id=s.get("patron_id"), supplying_request_id=s.get("supplying_request_id"),
         requesting_request_id=s["requesting_request_id"],
         needs_attention=bool(s.get("needs_attention")), state=state.to_json(),
+        next_timer_at=next_timer_at,
     )
 
 
 async def insert_transaction(conn: AsyncConnection, *, role: str, public_id: str, state,
                              now: datetime, requesting_agency_id: str,
-                             duplicate_key: str | None = None) -> int:
-    result = await conn.execute(insert(t.transactions).values(
-        role=role, public_id=public_id, requesting_agency_id=requesting_agency_id,
-        created_at=now, updated_at=now, duplicate_key=duplicate_key, **_columns(state),
-    ).returning(t.transactions.c.id))
-    return result.scalar_one()
+                             next_timer_at: datetime | None, duplicate_key: str | None = None,
+                             if_new: bool = False) -> int | None:
+    """Insert a request with its state; returns its id.  ``if_new``: return None instead
+    of raising when (role, agency, request id) or the public id is already taken."""
+    stmt = _INSERT_NEW_TRANSACTION[conn.dialect.name] if if_new else _INSERT_TRANSACTION
+    result = await conn.execute(stmt, dict(
+        role=role, public_id=public_id, requesting_agency_id=agency_key(requesting_agency_id),
+        created_at=now, updated_at=now, duplicate_key=duplicate_key,
+        **_columns(state, next_timer_at),
+    ))
+    return result.scalar_one_or_none()
 
 
 async def save_state(conn: AsyncConnection, tx_id: int, state, *, now: datetime,
                      next_timer_at: datetime | None) -> None:
-    tx = t.transactions
-    await conn.execute(update(tx).where(tx.c.id == tx_id).values(
-        updated_at=now, version=tx.c.version + 1, next_timer_at=next_timer_at,
-        **_columns(state),
-    ))
+    await conn.execute(_SAVE_STATE, dict(tx_id=tx_id, updated_at=now,
+                                         **_columns(state, next_timer_at)))
 
 
 async def add_attempt(conn: AsyncConnection, tx_id: int, *, partner: str,
@@ -227,27 +284,38 @@ async def due_timers(conn: AsyncConnection, *, now: datetime, limit: int) -> lis
 
 # -- history and effects --------------------------------------------------------------
 
+_INSERT_HISTORY = insert(t.history)
 
-async def add_history(conn: AsyncConnection, tx_id: int, entries: tuple[HistoryEntry, ...], *,
-                      actor: str, now: datetime) -> None:
-    if not entries:
-        return
-    await conn.execute(insert(t.history), [
-        dict(transaction_id=tx_id, at=now, actor=e.actor if e.actor != "staff" else actor,
-             event=e.event, detail={"summary": e.summary, **e.detail})
-        for e in entries
-    ])
+
+def history_row(tx_id: int, *, event: str, actor: str, now: datetime, summary: str,
+                detail: dict | None = None) -> dict[str, Any]:
+    """One line of a request's audit trail, for :func:`add_history`."""
+    return dict(transaction_id=tx_id, at=now, actor=actor, event=event,
+                detail={"summary": summary, **(detail or {})})
+
+
+def history_rows(tx_id: int, entries: tuple[HistoryEntry, ...], *, actor: str,
+                 now: datetime) -> list[dict[str, Any]]:
+    """A machine's history entries as rows; ``staff`` entries get the acting person."""
+    return [history_row(tx_id, event=e.event, actor=e.actor if e.actor != "staff" else actor,
+                        now=now, summary=e.summary, detail=e.detail) for e in entries]
+
+
+async def add_history(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
+    """Write history rows (:func:`history_row`) in one statement."""
+    if rows:
+        await conn.execute(_INSERT_HISTORY, rows)
 
 
 async def add_history_event(conn: AsyncConnection, tx_id: int, *, event: str, actor: str,
                             now: datetime, summary: str, detail: dict | None = None) -> None:
-    await conn.execute(insert(t.history).values(
-        transaction_id=tx_id, at=now, actor=actor, event=event,
-        detail={"summary": summary, **(detail or {})}))
+    await add_history(conn, [history_row(tx_id, event=event, actor=actor, now=now,
+                                         summary=summary, detail=detail)])
 
 
 async def apply_effect(conn: AsyncConnection, tx_id: int, effect: Effect, *,
-                       now: datetime) -> None:
+                       now: datetime) -> dict[str, Any]:
+    """Carry out an effect; returns the history row that records it (the caller writes it)."""
     d = effect.detail
     if effect.kind == "item_status":
         items = t.holdings_items
@@ -263,9 +331,9 @@ async def apply_effect(conn: AsyncConnection, tx_id: int, effect: Effect, *,
         if updated.rowcount == 0:
             await conn.execute(insert(pc).values(symbol=d["symbol"], **values))
     # patron notices and charges are kept in the history, where staff see them
-    await add_history_event(conn, tx_id, event=effect.kind, actor="system", now=now,
-                            summary=d.get("text") or effect.kind.replace("_", " "),
-                            detail={k: _jsonable(v) for k, v in d.items()})
+    return history_row(tx_id, event=effect.kind, actor="system", now=now,
+                       summary=d.get("text") or effect.kind.replace("_", " "),
+                       detail={k: _jsonable(v) for k, v in d.items()})
 
 
 def _as_date(value) -> date | None:
@@ -315,54 +383,9 @@ async def request_view(conn: AsyncConnection, tx_id: int, *, full: bool = False
     return view
 
 
-def _row_view(row) -> dict[str, Any]:
-    return {
-        "id": row.public_id, "role": row.role, "status": row.status, "partner": row.partner,
-        "title": row.title, "patron_id": row.patron_id,
-        "requesting_request_id": row.requesting_request_id,
-        "supplying_request_id": row.supplying_request_id,
-        "needs_attention": row.needs_attention,
-        "created_at": row.created_at.isoformat(), "updated_at": row.updated_at.isoformat(),
-    }
-
-
 async def view_by_public_id(conn: AsyncConnection, role: str, public_id: str,
                             ) -> dict[str, Any] | None:
     tx = t.transactions
     row = (await conn.execute(select(tx.c.id).where(
         tx.c.role == role, tx.c.public_id == public_id))).first()
     return None if row is None else await request_view(conn, row.id, full=True)
-
-
-async def search(conn: AsyncConnection, role: str, *, status: str | None = None,
-                 partner: str | None = None, q: str | None = None,
-                 needs_attention: bool | None = None, limit: int = 50, offset: int = 0,
-                 extra: tuple | list = (),
-                 ) -> dict[str, Any]:
-    """Staff list and search, with facet counts by status (as the seeds' lists have).
-    ``extra``: more WHERE clauses from a side's own filters (lending_repo.search_filters)."""
-    tx = t.transactions
-    where = [tx.c.role == role, *extra]
-    if partner:
-        where.append(func.lower(tx.c.partner) == partner.lower())
-    if needs_attention is not None:
-        where.append(tx.c.needs_attention.is_(needs_attention))
-    if q:
-        like = f"%{q.lower()}%"
-        where.append(or_(
-            func.lower(tx.c.title).like(like), tx.c.public_id == q,
-            tx.c.requesting_request_id == q, tx.c.supplying_request_id == q,
-            tx.c.patron_id == q,
-            tx.c.id.in_(select(t.attempts.c.transaction_id)
-                        .where(t.attempts.c.requesting_request_id == q)),
-        ))
-    facets = {r.status: r.n for r in await conn.execute(
-        select(tx.c.status, func.count().label("n")).where(and_(*where)).group_by(tx.c.status))}
-    if status:
-        where.append(tx.c.status == status)
-    total = (await conn.execute(select(func.count()).select_from(tx).where(and_(*where)))
-             ).scalar_one()
-    rows = await conn.execute(select(tx).where(and_(*where))
-                              .order_by(tx.c.updated_at.desc(), tx.c.id.desc())
-                              .limit(limit).offset(offset))
-    return {"total": total, "facets": facets, "requests": [_row_view(r) for r in rows]}

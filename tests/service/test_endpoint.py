@@ -124,6 +124,23 @@ async def test_unknown_sender_is_named_in_the_error(net):
     assert "ISIL:XX-STRANGER" in conf.error_data[0].error_value
 
 
+async def test_over_long_request_id_gets_a_clear_error_and_no_change(net):
+    # Found by the fuzz test: PostgreSQL refused the row (ids live in VARCHAR(255)
+    # columns) and the partner got a 503 instead of an answer.
+    lib = net.add("alpha")
+    net.add_peer(PEER, "http://127.0.0.1:9/unused")
+    await net.start()
+    before = await counts(lib)
+    env = builders.request(PEER, lib.symbol, "A" * 300)
+    status, answer = await Peer(PEER).send(lib.endpoint, env)
+    assert status == 200
+    conf = confirmation(answer)
+    assert conf.confirmation_header.message_status is MessageStatus.ERROR
+    assert conf.error_data[0].error_type is ErrorType.UNRECOGNISED_DATA_VALUE
+    assert "requestingAgencyRequestId: 300 characters" in conf.error_data[0].error_value
+    assert await counts(lib) == before
+
+
 async def test_message_is_stored_before_it_is_confirmed(net):
     lib = net.add("alpha")
     peer = Peer(PEER)

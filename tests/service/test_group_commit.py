@@ -1,0 +1,276 @@
+"""Group commit of partners' messages (issue 8): one writer stores whatever messages are
+waiting in ONE transaction, a SAVEPOINT each, and answers them only after the COMMIT.
+
+Messages handed to ``Node.receive`` together (``asyncio.gather``) reach the writer
+before it runs, so they form one batch; the engine's commit events count the batches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import aiohttp
+import pytest
+from sqlalchemy import event, func, select, text
+from sqlalchemy.exc import SQLAlchemyError
+
+from node.protocol import reader, writer
+from node.protocol.codes import Action, ErrorType, MessageStatus
+from node.supplier.locate import HoldingsItem, HoldingsRecord
+from node.store import holdings_repo, repo
+from node.store import tables as t
+from node.store.db import create_engine, migrate_async
+from tests import builders
+from tests.harness import Network, free_port
+from tests.peer import Peer
+from tests.service.test_processes import NodeProcess, send, write_config
+
+PEER = "ISIL:XX-PEER"
+
+
+@pytest.fixture
+async def net(tmp_path, database_factory):
+    network = Network(tmp_path, database_factory)
+    yield network
+    await network.stop()
+
+
+async def started(net) -> tuple:
+    lib = net.add("alpha")
+    peer = Peer(PEER)
+    net.add_peer(PEER, peer.endpoint)
+    await peer.start()
+    await net.start()
+    return lib, peer
+
+
+def count_commits(engine) -> list[int]:
+    """Commits of transactions that stored partners' messages (those with savepoints;
+    the outbox and the timers commit too, without)."""
+    commits = [0]
+    storing: set[int] = set()
+
+    @event.listens_for(engine.sync_engine, "savepoint")
+    def _savepoint(conn, _name):
+        storing.add(id(conn))
+
+    @event.listens_for(engine.sync_engine, "commit")
+    def _commit(conn):
+        if id(conn) in storing:
+            storing.discard(id(conn))
+            commits[0] += 1
+
+    return commits
+
+
+async def rows(lib, table, *where) -> list:
+    async with lib.node.engine.connect() as conn:
+        return list(await conn.execute(select(table).where(*where)))
+
+
+def status_of(answer: bytes):
+    conf = reader.parse(answer).message
+    return conf.confirmation_header.message_status, conf.error_data
+
+
+async def test_one_failing_message_does_not_sink_its_batch(net):
+    lib, peer = await started(net)
+    ok = [builders.request(PEER, lib.symbol, f"batch-{i}") for i in range(4)]
+    clash = builders.request(PEER, lib.symbol, "batch-1", title="Another book")  # id taken
+    unknown = builders.action(PEER, lib.symbol, "no-such-request", Action.CANCEL)
+    bodies = [writer.serialise(e) for e in (ok[0], ok[1], clash, unknown, ok[2], ok[3])]
+    commits = count_commits(lib.node.engine)
+    answers = await asyncio.gather(*(lib.node.receive(b) for b in bodies))
+    assert commits[0] == 1  # one transaction for the six
+    statuses = [status_of(a) for a in answers]
+    assert [s for s, _ in statuses] == [MessageStatus.OK, MessageStatus.OK, MessageStatus.ERROR,
+                                        MessageStatus.ERROR, MessageStatus.OK, MessageStatus.OK]
+    assert "already exists" in statuses[2][1][0].error_value
+    assert statuses[3][1][0].error_type is ErrorType.UNRECOGNISED_DATA_VALUE
+    stored = await rows(lib, t.transactions)
+    assert sorted(r.requesting_request_id for r in stored) == [f"batch-{i}" for i in range(4)]
+    assert all(r.title == "Moby Dick" for r in stored)  # the clash changed nothing
+    received = await rows(lib, t.messages, t.messages.c.direction == "in")
+    assert len(received) == 4
+    await peer.wait_for(4)  # each stored request was answered through the outbox
+    await peer.stop()
+
+
+async def test_the_same_message_twice_in_one_batch_is_stored_once(net):
+    lib, peer = await started(net)
+    body = writer.serialise(builders.request(PEER, lib.symbol, "twice"))
+    other = writer.serialise(builders.request(PEER, lib.symbol, "once"))
+    commits = count_commits(lib.node.engine)
+    first, middle, second = await asyncio.gather(
+        lib.node.receive(body), lib.node.receive(other), lib.node.receive(body))
+    assert commits[0] == 1
+    assert first == second and status_of(first)[0] is MessageStatus.OK
+    assert status_of(middle)[0] is MessageStatus.OK
+    assert len(await rows(lib, t.transactions)) == 2
+    assert len(await rows(lib, t.messages, t.messages.c.direction == "in")) == 2
+    await peer.wait_for(2)
+    await asyncio.sleep(0.3)
+    assert len(peer.received) == 2  # one answer per request, not per copy
+    await peer.stop()
+
+
+# A constraint checked at COMMIT, not at INSERT: the only way to make a COMMIT fail
+# after every statement of the batch succeeded.
+_FAIL_AT_COMMIT = {
+    "sqlite": [
+        "CREATE TABLE fail_at_commit (x INTEGER REFERENCES transactions(id) "
+        "DEFERRABLE INITIALLY DEFERRED)",
+        "CREATE TRIGGER fail_at_commit AFTER INSERT ON messages "
+        "WHEN NEW.requesting_request_id = 'poison' "
+        "BEGIN INSERT INTO fail_at_commit VALUES (-1); END",
+    ],
+    "postgresql": [
+        "CREATE FUNCTION fail_at_commit() RETURNS trigger LANGUAGE plpgsql AS "
+        "$$ BEGIN RAISE EXCEPTION 'refused at commit'; END $$",
+        "CREATE CONSTRAINT TRIGGER fail_at_commit AFTER INSERT ON messages "
+        "DEFERRABLE INITIALLY DEFERRED FOR EACH ROW "
+        "WHEN (NEW.requesting_request_id = 'poison') EXECUTE FUNCTION fail_at_commit()",
+    ],
+}
+
+
+async def test_a_failed_commit_fails_every_message_of_its_batch(net):
+    lib, peer = await started(net)
+    async with lib.node.engine.begin() as conn:
+        for statement in _FAIL_AT_COMMIT[conn.dialect.name]:
+            await conn.execute(text(statement))
+    bodies = [writer.serialise(builders.request(PEER, lib.symbol, rari))
+              for rari in ("before", "poison", "after")]
+    results = await asyncio.gather(*(lib.node.receive(b) for b in bodies),
+                                   return_exceptions=True)
+    # Not stored, so not confirmed: over HTTP each is a 503 (tests/service/test_endpoint.py).
+    assert all(isinstance(r, SQLAlchemyError) for r in results), results
+    assert await rows(lib, t.transactions) == []
+    assert await rows(lib, t.messages) == []
+    assert await rows(lib, t.outbox) == []
+    # The writer goes on: the next message is stored and confirmed.
+    answer = await lib.node.receive(writer.serialise(builders.request(PEER, lib.symbol, "later")))
+    assert status_of(answer)[0] is MessageStatus.OK
+    assert [r.requesting_request_id for r in await rows(lib, t.transactions)] == ["later"]
+    await peer.stop()
+
+
+async def test_many_messages_at_once_over_http_are_all_stored_and_answered(net):
+    lib, peer = await started(net)
+    commits = count_commits(lib.node.engine)
+    envs = [builders.request(PEER, lib.symbol, f"http-{i}") for i in range(60)]
+    answers = await asyncio.gather(*(peer.send(lib.endpoint, e) for e in envs))
+    assert all(status == 200 and status_of(a)[0] is MessageStatus.OK for status, a in answers)
+    assert len(await rows(lib, t.transactions)) == 60
+    await peer.wait_for(60, timeout=30)
+    assert commits[0] < 60  # some messages shared a transaction
+    await peer.stop()
+
+
+async def test_agency_ids_are_stored_casefolded_and_found_through_the_index(net):
+    lib, peer = await started(net)
+    env = builders.request("ISIL:xx-Peer", lib.symbol, "mixed-case")
+    answer = await lib.node.receive(writer.serialise(env))
+    assert status_of(answer)[0] is MessageStatus.OK
+    [row] = await rows(lib, t.transactions)
+    assert row.requesting_agency_id == "isil:xx-peer"
+    # A later message names the requester in another case: still the same request (the
+    # machine answers it; unknown, it would be "no request 'mixed-case'").
+    cancel = builders.action("ISIL:XX-PEER", lib.symbol, "mixed-case", Action.CANCEL)
+    _, errors = status_of(await lib.node.receive(writer.serialise(cancel)))
+    assert not any("no request" in e.error_value for e in errors), errors
+    async with lib.node.engine.connect() as conn:
+        found = await repo.lock_transaction(conn, role="lending", requesting_agency_id="iSiL:XX-PEER",
+                                            requesting_request_id="mixed-case")
+        assert found is not None and found.id == row.id
+        plan = await explain(conn, repo._LOCK_BY_REQUEST_ID, {
+            "role": "lending", "agency": "isil:xx-peer", "request_id": "mixed-case"})
+    if lib.db_url.startswith("sqlite"):
+        assert "(role=? AND requesting_agency_id=? AND requesting_request_id=?)" in plan, plan
+    else:
+        assert "Index" in plan and "Seq Scan" not in plan and "lower" not in plan, plan
+    await peer.stop()
+
+
+async def explain(conn, statement, params: dict) -> str:
+    sql = str(statement.params(**params).compile(dialect=conn.dialect,
+                                                 compile_kwargs={"literal_binds": True}))
+    if conn.dialect.name == "sqlite":
+        return "\n".join(r[-1] for r in await conn.exec_driver_sql("EXPLAIN QUERY PLAN " + sql))
+    await conn.exec_driver_sql("SET enable_seqscan = off")  # as on a big table
+    return "\n".join(r[0] for r in await conn.exec_driver_sql("EXPLAIN " + sql))
+
+
+async def test_auto_locate_reads_the_holdings_in_one_query(net):
+    lib = net.add("alpha", sections="[lending]\nauto_answer = true\n")
+    await net.start()
+    now = lib.node.clock()
+    async with lib.node.engine.begin() as conn:
+        await holdings_repo.import_records(conn, [HoldingsRecord(
+            record_id="R1", title="Moby Dick", author="Melville", isbns=("9780140449136",),
+            items=(HoldingsItem(barcode="B1"), HoldingsItem(barcode="B2")))],
+            replace=True, now=now)
+    statements: list[str] = []
+    request = builders.request(PEER, lib.symbol, "r", isbn="9780140449136").message
+    async with lib.node.engine.connect() as conn:
+        ours = conn.sync_connection  # the outbox and the timers run queries meanwhile
+
+        @event.listens_for(lib.node.engine.sync_engine, "before_cursor_execute")
+        def _count(sync_conn, _cursor, statement, *_):
+            if sync_conn is ours and statement.startswith("SELECT"):
+                statements.append(statement)
+
+        located = await repo.locate(conn, request, lib.config.lending, lib.node.symbol)
+    assert len(statements) == 1
+    assert located.record_id == "R1" and located.item.barcode in ("B1", "B2")
+    async with lib.node.engine.connect() as conn:
+        assert (await conn.execute(select(func.count()).select_from(t.holdings_items))
+                ).scalar_one() == 2
+
+
+async def test_sigkill_mid_batches_loses_no_confirmed_message(tmp_path, db_url):
+    """Many clients at once, so the writer stores batches; kill it mid-traffic; every
+    message it confirmed is there after a restart, and its answer goes out."""
+    port = free_port()
+    peer = Peer(PEER)
+    peer.answer = lambda env: 503  # the peer refuses for now: our answers stay queued
+    await peer.start()
+    database = db_url.replace("+aiosqlite", "").replace("+asyncpg", "")
+    config = write_config(tmp_path / "config.toml", port, database, peer.endpoint)
+    config.write_text(config.read_text() + "\n[limits]\npartner_requests_per_minute = 1000000\n")
+    await migrate_async(db_url)
+    node = NodeProcess(config, port, tmp_path / "node.log")
+    await node.start()
+    confirmed: list[str] = []
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as http:
+            async def client(n: int) -> None:
+                for i in range(1000):
+                    rari = f"c{n}-{i}"
+                    if await send(http, port, rari):
+                        confirmed.append(rari)
+                    elif node.proc.poll() is not None:
+                        return
+
+            clients = [asyncio.create_task(client(n)) for n in range(16)]
+            while len(confirmed) < 100:
+                await asyncio.sleep(0.01)
+            node.kill()
+            await asyncio.gather(*clients)
+        peer.answer = lambda env: None
+        await node.start()
+        engine = create_engine(db_url)
+        try:
+            async with engine.connect() as conn:
+                stored = {r.requesting_request_id for r in await conn.execute(
+                    select(t.messages.c.requesting_request_id)
+                    .where(t.messages.c.direction == "in"))}
+        finally:
+            await engine.dispose()
+        assert set(confirmed) <= stored
+        await peer.wait_for(len(confirmed), timeout=60)
+        answered = {e.message.header.requesting_agency_request_id for e in peer.received}
+        assert set(confirmed) <= answered
+    finally:
+        node.stop()
+        await peer.stop()
