@@ -158,8 +158,9 @@ async def bench(args, b_url: str, l_url: str, books) -> dict:
         if patron_steps:
             print("  (return_to_partner was refused straight after receive: the loan went "
                   "through loan_to_patron and patron_return as well)")
+        print("  per step, median (min):")
         for k, v in per_step.items():
-            print(f"    {1000 * median(v):7.1f} ms  {k}")
+            print(f"    {1000 * median(v):7.1f} ms ({1000 * min(v):6.1f})  {k}")
         # parallel
         start = args.loans + 1
         loans = [Loan(http, b_url, l_url, max(poll, 0.1)) for _ in range(args.parallel)]

@@ -1,9 +1,10 @@
 """The outbox worker: sends queued ISO 18626 messages to peers.
 
-An edge module: it owns the HTTP client side and the clock. Each round it leases
-a batch of due rows (``node.store.outbox_repo.claim_due``; at most one per
-transaction, so messages for one request go out in order), POSTs them
-concurrently, and records each result in its own database transaction:
+An edge module: it owns the HTTP client side and the clock. It leases due rows
+(``node.store.outbox_repo.claim_due``; at most one per request at a time, so
+messages for one request go out in order), POSTs them concurrently, and records
+the results that have come in, together with the next claim, in one database
+transaction:
 
 - 2xx with a body: delivered. ``on_delivered(conn, row, status, body)`` runs in the
   same transaction as the write that marks the row sent. If it returns a
@@ -25,7 +26,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -67,6 +68,8 @@ class DeliveryVerdict:
 
 
 OnDelivered = Callable[[AsyncConnection, OutboxRow, int, bytes], Awaitable[DeliveryVerdict | None]]
+# Called in the transaction that gives a message up (max attempts), with the last error.
+OnFailed = Callable[[AsyncConnection, OutboxRow, str], Awaitable[None]]
 
 
 def utc_now() -> datetime:
@@ -80,8 +83,37 @@ class _Outcome:
     error: str | None  # None: delivered (2xx with a body)
 
 
+@dataclass(frozen=True)
+class _Sent:
+    row: OutboxRow
+    outcome: _Outcome
+    ms: float  # how long the POST took
+
+
+def _results(done: set[asyncio.Task[_Sent]]) -> list[_Sent]:
+    """The finished sends; one that crashed (a bug) is logged, and its lease expires."""
+    out = []
+    for task in done:
+        if task.cancelled():
+            continue
+        if (exc := task.exception()) is not None:
+            log.error("outbox send crashed", exc_info=(type(exc), exc, exc.__traceback__))
+            continue
+        out.append(task.result())
+    return out
+
+
 class _LeaseLost(Exception):
     """Our lease on a row ran out and someone else took it: roll back, write nothing."""
+
+
+class _Redo(Exception):
+    """Roll the recording transaction back and run it again, ``row_id`` settled."""
+
+    def __init__(self, row_id: int, cause: Exception | None):
+        super().__init__(row_id)
+        self.row_id = row_id
+        self.cause = cause  # None: the lease was lost
 
 
 class OutboxWorker:
@@ -99,6 +131,7 @@ class OutboxWorker:
         max_backoff_seconds: float = 3600.0,
         poll_seconds: float = 5.0,
         on_delivered: OnDelivered | None = None,
+        on_failed: OnFailed | None = None,
         clock: Callable[[], datetime] = utc_now,
         batch_size: int = 16,
         lease_seconds: float | None = None,
@@ -108,6 +141,14 @@ class OutboxWorker:
         if max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
         self.engine = engine
+        # A claim alone is one statement, atomic by itself: on PostgreSQL it runs
+        # without BEGIN and COMMIT (two round trips fewer on every hop). SQLite
+        # opens every transaction with BEGIN IMMEDIATE, so it keeps the engine.
+        self._claim_engine = (
+            engine.execution_options(isolation_level="AUTOCOMMIT")
+            if engine.dialect.name == "postgresql"
+            else engine
+        )
         self.session = session
         self.worker_id = worker_id
         self.timeout_seconds = timeout_seconds
@@ -116,13 +157,14 @@ class OutboxWorker:
         self.max_backoff_seconds = max_backoff_seconds
         self.poll_seconds = poll_seconds
         self.on_delivered = on_delivered
+        self.on_failed = on_failed
         self.clock = clock
         self.batch_size = batch_size
         # Per-peer credentials, computed at send time from the current config
         # (secrets are never stored in the outbox): extra headers, TLS context.
         self.headers_for = headers_for
         self.ssl_for = ssl_for
-        # The whole batch is sent concurrently, so one timeout plus slack covers it.
+        # A send lasts at most one timeout; the slack covers recording its result.
         self.lease_seconds = lease_seconds if lease_seconds is not None else timeout_seconds * 2 + 30
         self._wake = asyncio.Event()
         self._stopping = False
@@ -135,37 +177,53 @@ class OutboxWorker:
         self._wake.set()
 
     async def stop(self) -> None:
-        """Let the in-flight batch finish, then make ``run()`` return."""
+        """Let the sends in flight finish and be recorded, then make ``run()`` return."""
         self._stopping = True
         self._wake.set()
         if self._running is not None:
             await asyncio.shield(self._running)
 
     async def run(self) -> None:
-        """Send until :meth:`stop`. Database or programming errors are logged and retried."""
+        """Send until :meth:`stop`. Database or programming errors are logged and retried.
+
+        Sends are not done in rounds: a row is claimed as soon as it is due (on
+        :meth:`wake`, when a send finishes, or every ``poll_seconds``), up to
+        ``batch_size`` in flight, so a slow peer holds up only its own messages.
+        Results that came in meanwhile are recorded, and the next due rows claimed,
+        in one transaction.
+        """
         if self._running is not None:
             raise RuntimeError("OutboxWorker.run() is already running")
         self._stopping = False
         self._running = asyncio.get_running_loop().create_future()
+        in_flight: dict[asyncio.Task[_Sent], int] = {}  # send -> its outbox row id
         try:
-            while not self._stopping:
+            while True:
                 self._wake.clear()
-                try:
-                    n = await self.run_once()
-                except asyncio.CancelledError:
-                    raise
-                except Exception:
-                    log.exception("outbox round failed (worker %s)", self.worker_id)
-                    n = 0
-                if self._stopping:
+                done = {task for task in in_flight if task.done()}
+                for task in done:
+                    del in_flight[task]
+                finished = _results(done)
+                room = 0 if self._stopping else self.batch_size - len(in_flight)
+                claimed: list[OutboxRow] = []
+                if finished or room > 0:
+                    claimed = await self._record_and_claim(
+                        finished, room, sending=list(in_flight.values()))
+                for row in claimed:
+                    task = asyncio.create_task(self._send_timed(row))
+                    task.add_done_callback(lambda _: self._wake.set())
+                    in_flight[task] = row.id
+                if self._stopping and not in_flight:
                     break
-                if n >= self.batch_size:
+                if claimed and len(claimed) == room:
                     continue  # probably more due
                 try:
                     await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
                 except TimeoutError:
                     pass
         finally:
+            for task in in_flight:
+                task.cancel()  # only when cancelled: the leases expire, the rows go again
             running, self._running = self._running, None
             if not running.done():
                 running.set_result(None)
@@ -174,32 +232,62 @@ class OutboxWorker:
 
     async def run_once(self) -> int:
         """Claim one batch of due rows, send them, record the results; returns how many."""
-        async with self.engine.begin() as conn:
-            rows = await outbox_repo.claim_due(
-                conn,
-                worker_id=self.worker_id,
-                now=self.clock(),
-                lease_seconds=self.lease_seconds,
-                limit=self.batch_size,
-            )
+        rows = await self._record_and_claim([], self.batch_size)
         if not rows:
             return 0
-        results = await asyncio.gather(*(self._process(row) for row in rows), return_exceptions=True)
-        for row, result in zip(rows, results):
-            if isinstance(result, BaseException):
-                # The lease expires and the row is tried again; nothing is lost.
-                log.error(
-                    "outbox id=%s: recording the result failed",
-                    row.id,
-                    exc_info=(type(result), result, result.__traceback__),
-                )
+        sends = {asyncio.create_task(self._send_timed(row)) for row in rows}
+        await asyncio.wait(sends)
+        await self._record_and_claim(_results(sends), 0)
         return len(rows)
 
-    async def _process(self, row: OutboxRow) -> None:
+    async def _record_and_claim(self, finished: list[_Sent], limit: int,
+                                sending: Collection[int] = ()) -> list[OutboxRow]:
+        """Record ``finished`` sends and lease up to ``limit`` due rows, in ONE transaction.
+
+        Claiming after recording lets the next message of a request that was just
+        marked sent go out at once. A failure loses only this transaction: the
+        leases of its rows expire and they are sent again (at least once).
+        """
+        engine = self.engine if finished else self._claim_engine
+        settled: dict[int, Exception | None] = {}
+        while True:
+            results: list[str] = []
+            try:
+                async with engine.begin() as conn:
+                    now = self.clock()
+                    for sent in finished:
+                        results.append(await self._record(conn, sent, now, settled))
+                    claimed = await outbox_repo.claim_due(
+                        conn,
+                        worker_id=self.worker_id,
+                        now=now,
+                        lease_seconds=self.lease_seconds,
+                        limit=limit,
+                        sending=sending,
+                    )
+                break
+            except _Redo as redo:  # rolled back; at most once per row
+                settled[redo.row_id] = redo.cause
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                if not finished:
+                    log.exception("outbox claim failed (worker %s)", self.worker_id)
+                for sent in finished:
+                    # The lease expires and the row is tried again; nothing is lost.
+                    log.exception("outbox id=%s: recording the result failed", sent.row.id)
+                return []
+        for sent, result in zip(finished, results):
+            self._log_send(sent, result)
+        return claimed
+
+    async def _send_timed(self, row: OutboxRow) -> _Sent:
         started = time.perf_counter()
         outcome = await self._send(row)
-        ms = (time.perf_counter() - started) * 1000
-        result = await self._record(row, outcome)
+        return _Sent(row, outcome, (time.perf_counter() - started) * 1000)
+
+    def _log_send(self, sent: _Sent, result: str) -> None:
+        row, outcome, ms = sent.row, sent.outcome, sent.ms
         log.info(
             "outbox send peer=%s kind=%s id=%s status=%s ms=%.1f result=%s",
             row.peer,
@@ -263,91 +351,34 @@ class OutboxWorker:
         )
         return base * (1 + random.uniform(0, 0.1))
 
-    async def _record(self, row: OutboxRow, outcome: _Outcome) -> str:
-        now = self.clock()
+    async def _record(
+        self, conn: AsyncConnection, sent: _Sent, now: datetime,
+        settled: dict[int, Exception | None],
+    ) -> str:
+        """Write one send's result in the caller's transaction; returns what happened.
+
+        A delivered row's ``on_delivered`` runs with no savepoint of its own (two
+        round trips fewer each): if it raises, or our lease turns out lost, the
+        whole transaction is redone with the row in ``settled`` (the exception, or
+        None for the lease). "stale" means another worker took the row over: then
+        nothing of ours is written and its result stands.
+        """
+        row, outcome = sent.row, sent.outcome
         attempt = row.attempts + 1
         if outcome.error is None:
-            try:
-                return await self._record_delivered(row, outcome, now)
-            except _LeaseLost:
+            if row.id not in settled:
+                try:
+                    return await self._record_delivered(conn, row, outcome, now)
+                except _LeaseLost:
+                    raise _Redo(row.id, None) from None
+                except Exception as exc:
+                    log.exception("outbox id=%s: processing the confirmation failed", row.id)
+                    raise _Redo(row.id, exc) from exc
+            cause = settled[row.id]
+            if cause is None:
                 return "stale"
-            except Exception as exc:
-                # The peer has the message (2xx) but we could not process its answer.
-                # Record it as sent (it was), flag the request for staff, keep the bug visible.
-                log.exception("outbox id=%s: processing the confirmation failed", row.id)
-                async with self.engine.begin() as conn:
-                    if not await outbox_repo.mark_sent(
-                        conn,
-                        row.id,
-                        now=now,
-                        confirmation=outcome.body,
-                        http_status=outcome.status,
-                        worker_id=self.worker_id,
-                    ):
-                        return "stale"
-                    await self._flag(
-                        conn, row, now, "confirmation_error",
-                        {"error": f"{type(exc).__name__}: {exc}"[:_MAX_STORED_ERROR],
-                         "http_status": outcome.status},
-                    )
-                return "sent-unprocessed"
-
-        async with self.engine.begin() as conn:
-            if attempt >= self.max_attempts:
-                if not await outbox_repo.mark_failed(
-                    conn,
-                    row.id,
-                    now=now,
-                    error=outcome.error,
-                    http_status=outcome.status,
-                    worker_id=self.worker_id,
-                ):
-                    return "stale"
-                await self._flag(
-                    conn, row, now, "send_failed",
-                    {"error": outcome.error, "http_status": outcome.status},
-                )
-                return "failed"
-            if not await outbox_repo.mark_retry(
-                conn,
-                row.id,
-                now=now,
-                error=outcome.error,
-                next_attempt_at=now + timedelta(seconds=self.backoff(attempt)),
-                http_status=outcome.status,
-                worker_id=self.worker_id,
-            ):
-                return "stale"
-            return "retry"
-
-    async def _record_delivered(self, row: OutboxRow, outcome: _Outcome, now: datetime) -> str:
-        """on_delivered and the row's new state, in one transaction.
-
-        If our lease was lost meanwhile (another worker took the row over), the whole
-        transaction, including on_delivered's writes, is rolled back: the other
-        worker's result stands.
-        """
-        async with self.engine.begin() as conn:
-            verdict = None
-            if self.on_delivered is not None:
-                verdict = await self.on_delivered(conn, row, outcome.status, outcome.body)
-            if verdict is not None and not verdict.ok:
-                error = verdict.error or "peer answered with an ERROR confirmation"
-                if not await outbox_repo.mark_failed(
-                    conn,
-                    row.id,
-                    now=now,
-                    error=error,
-                    http_status=outcome.status,
-                    confirmation=outcome.body,
-                    worker_id=self.worker_id,
-                ):
-                    raise _LeaseLost()
-                await self._flag(
-                    conn, row, now, "send_error",
-                    {"error": error, "http_status": outcome.status, **verdict.detail},
-                )
-                return "error-confirmation"
+            # The peer has the message (2xx) but we could not process its answer.
+            # Record it as sent (it was), flag the request for staff, keep the bug visible.
             if not await outbox_repo.mark_sent(
                 conn,
                 row.id,
@@ -356,8 +387,77 @@ class OutboxWorker:
                 http_status=outcome.status,
                 worker_id=self.worker_id,
             ):
+                return "stale"
+            await self._flag(
+                conn, row, now, "confirmation_error",
+                {"error": f"{type(cause).__name__}: {cause}"[:_MAX_STORED_ERROR],
+                 "http_status": outcome.status},
+            )
+            return "sent-unprocessed"
+
+        if attempt >= self.max_attempts:
+            if not await outbox_repo.mark_failed(
+                conn,
+                row.id,
+                now=now,
+                error=outcome.error,
+                http_status=outcome.status,
+                worker_id=self.worker_id,
+            ):
+                return "stale"
+            await self._flag(
+                conn, row, now, "send_failed",
+                {"error": outcome.error, "http_status": outcome.status},
+            )
+            if self.on_failed is not None:
+                await self.on_failed(conn, row, outcome.error or "not delivered")
+            return "failed"
+        if not await outbox_repo.mark_retry(
+            conn,
+            row.id,
+            now=now,
+            error=outcome.error,
+            next_attempt_at=now + timedelta(seconds=self.backoff(attempt)),
+            http_status=outcome.status,
+            worker_id=self.worker_id,
+        ):
+            return "stale"
+        return "retry"
+
+    async def _record_delivered(
+        self, conn: AsyncConnection, row: OutboxRow, outcome: _Outcome, now: datetime
+    ) -> str:
+        """on_delivered, then the row's new state (raises :class:`_LeaseLost`)."""
+        verdict = None
+        if self.on_delivered is not None:
+            verdict = await self.on_delivered(conn, row, outcome.status, outcome.body)
+        if verdict is not None and not verdict.ok:
+            error = verdict.error or "peer answered with an ERROR confirmation"
+            if not await outbox_repo.mark_failed(
+                conn,
+                row.id,
+                now=now,
+                error=error,
+                http_status=outcome.status,
+                confirmation=outcome.body,
+                worker_id=self.worker_id,
+            ):
                 raise _LeaseLost()
-            return "sent"
+            await self._flag(
+                conn, row, now, "send_error",
+                {"error": error, "http_status": outcome.status, **verdict.detail},
+            )
+            return "error-confirmation"
+        if not await outbox_repo.mark_sent(
+            conn,
+            row.id,
+            now=now,
+            confirmation=outcome.body,
+            http_status=outcome.status,
+            worker_id=self.worker_id,
+        ):
+            raise _LeaseLost()
+        return "sent"
 
     async def _flag(
         self, conn: AsyncConnection, row: OutboxRow, now: datetime, event: str, detail: dict
@@ -392,4 +492,4 @@ class OutboxWorker:
         )
 
 
-__all__ = ["CONTENT_TYPE", "DeliveryVerdict", "OnDelivered", "OutboxWorker", "utc_now"]
+__all__ = ["CONTENT_TYPE", "DeliveryVerdict", "OnDelivered", "OnFailed", "OutboxWorker", "utc_now"]

@@ -10,23 +10,25 @@
 - ``postgresql+asyncpg://...``: a normal pool with pre-ping.
 
 Migrations are Alembic scripts in ``node/store/migrations``, found relative to
-this file, never the working directory.
+this file, never the working directory.  Alembic is imported only to migrate:
+checking that a database is migrated (every ``serve``) reads ``alembic_version``
+and the migration files' revision lines, which keeps it off the start-up path.
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy import event
 from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import AsyncAdaptedQueuePool, StaticPool
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
@@ -91,7 +93,10 @@ def create_engine(url: str | URL, **kwargs: Any) -> AsyncEngine:
         engine = create_async_engine(parsed, **kwargs)
         _setup_sqlite(engine)
         return engine
-    kwargs.setdefault("pool_pre_ping", True)
+    # No pre-ping: on asyncpg it is three round trips on every checkout. A connection
+    # the server dropped fails one transaction (a 503 or an outbox retry, both sent
+    # again) and SQLAlchemy then replaces the whole pool; old connections are recycled.
+    kwargs.setdefault("pool_recycle", 1800)
     return create_async_engine(parsed, **kwargs)
 
 
@@ -118,19 +123,37 @@ def _setup_sqlite(engine: AsyncEngine) -> None:
 
 def alembic_config() -> Config:
     """An Alembic Config pointing at our migrations (no ini file, no CWD)."""
+    from alembic.config import Config
+
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
     return cfg
 
 
+# ``revision = '0003'`` and ``down_revision = '0002'`` (or None, or a tuple of
+# revisions for a merge), with or without a type annotation.
+_REVISION_LINE = re.compile(r"^(down_revision|revision)\b[^=\n]*=(.*)$", re.MULTILINE)
+_QUOTED = re.compile(r"""['"]([^'"]+)['"]""")
+
+
 def head_revision() -> str:
-    """The newest migration revision this code knows."""
-    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
-    assert head is not None
-    return head
+    """The newest migration revision this code knows: the one revision no other
+    migration names as its ``down_revision`` (what Alembic calls the head,
+    found without importing Alembic; tests/test_cold_start.py compares them)."""
+    revisions: set[str] = set()
+    parents: set[str] = set()
+    for script in (MIGRATIONS_DIR / "versions").glob("*.py"):
+        for name, value in _REVISION_LINE.findall(script.read_text(encoding="utf-8")):
+            (revisions if name == "revision" else parents).update(_QUOTED.findall(value))
+    heads = revisions - parents
+    if len(heads) != 1:
+        raise RuntimeError(f"{MIGRATIONS_DIR}: expected one head revision, found {sorted(heads)}")
+    return heads.pop()
 
 
 def _upgrade(sync_conn: Connection, revision: str) -> None:
+    from alembic import command
+
     cfg = alembic_config()
     cfg.attributes["connection"] = sync_conn
     if sync_conn.dialect.name == "postgresql":
@@ -160,14 +183,15 @@ def migrate(url: str, revision: str = "head") -> str:
     raise RuntimeError("migrate() called inside a running event loop: await migrate_async()")
 
 
-def _current(sync_conn: Connection) -> str | None:
-    return MigrationContext.configure(sync_conn).get_current_revision()
-
-
 async def current_revision(engine: AsyncEngine) -> str | None:
-    """The database's Alembic revision, or None for an empty database."""
+    """The database's Alembic revision (from ``alembic_version``), or None for
+    an empty database."""
     async with engine.connect() as conn:
-        return await conn.run_sync(_current)
+        if not await conn.run_sync(lambda sync: sync.dialect.has_table(sync, "alembic_version")):
+            return None
+        rows = (await conn.exec_driver_sql("SELECT version_num FROM alembic_version")).all()
+    # One row on a linear history; several would be branches, which we never make.
+    return ",".join(sorted(row[0] for row in rows)) or None
 
 
 async def check_migrated(engine: AsyncEngine) -> None:

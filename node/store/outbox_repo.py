@@ -10,9 +10,9 @@ Claiming rules (``claim_due``):
 - it is the oldest pending row of its transaction, so messages for one request
   go out in order: a later one waits until the earlier one is sent or has failed
   (rows without a transaction are not ordered);
-- on PostgreSQL the candidates are locked with ``FOR UPDATE SKIP LOCKED`` before
-  the lease is written, so two processes never claim the same row; on SQLite a
-  single connection writes and one UPDATE carries the lease conditions.
+- one ``UPDATE ... RETURNING`` picks the rows and writes the lease; on PostgreSQL
+  the candidates are locked with ``FOR UPDATE SKIP LOCKED`` inside it, so two
+  processes never claim the same row; on SQLite a single connection writes.
 
 The ``mark_*`` functions only touch rows still ``pending``; given ``worker_id``
 they also require the caller to hold the lease, and they return whether a row
@@ -21,6 +21,7 @@ changed, so a worker whose lease ran out cannot overwrite another's result.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -111,28 +112,34 @@ async def claim_due(
     now: datetime,
     lease_seconds: float,
     limit: int,
+    sending: Collection[int] = (),
 ) -> list[OutboxRow]:
     """Lease up to ``limit`` due rows to ``worker_id`` until ``now + lease_seconds``.
 
     At most one row per transaction is returned (the oldest pending one). Rows
     come back oldest first. Commit promptly: the lease is what other workers see.
+    ``sending`` are the rows this worker is sending now: never claimed again,
+    even if their lease has run out (a slow send, or a clock moved forward).
     """
     if limit <= 0:
         return []
     until = now + timedelta(seconds=lease_seconds)
     o = outbox.alias("o")
+    claimable = _claimable(o, now)
+    if sending:
+        claimable = and_(claimable, o.c.id.notin_(list(sending)))
     candidates = (
         select(o.c.id)
-        .where(_claimable(o, now))
+        .where(claimable)
         .order_by(o.c.next_attempt_at, o.c.id)
         .limit(limit)
     )
+    # One statement: pick the candidates and write the lease.
     if conn.dialect.name == "postgresql":
-        locked = candidates.with_for_update(skip_locked=True, of=o)
-        ids = (await conn.execute(locked)).scalars().all()
-        if not ids:
-            return []
-        where = outbox.c.id.in_(ids)
+        # A locking CTE is evaluated once; SKIP LOCKED leaves rows another worker
+        # is claiming right now to that worker.
+        picked = candidates.with_for_update(skip_locked=True, of=o).cte("picked")
+        where = outbox.c.id == picked.c.id
     else:
         where = outbox.c.id.in_(candidates.scalar_subquery())
     result = await conn.execute(
