@@ -10,11 +10,17 @@ of node/store/tables.py) by SQLAlchemy Core executemany in batches of 10,000:
 - ``holdings_records``: N/2 records, each with an ISBN and a local id in
   ``holdings_identifiers`` and two ``holdings_items``: N items.
 
-Then times, through the node's own query functions (node.store.repo), each
-``--runs`` times (p50/p99; a query is cut short after ~15 s of repeats):
+Lending rows name a located item barcode (and shipped rows the same as shipped), so
+the triggers of migration 0003 fill ``request_barcodes``; they also fill the title
+words' full-text table (SQLite) and ``status_counts`` during the load.
 
-- staff list: ``repo.search(role='lending', status='WILL_SUPPLY')``, first page;
-- search by title word; search by request id (``q=`` the requesting request id);
+Then times, through the node's own query functions (node.store.search, node.store.repo),
+each ``--runs`` times (p50/p99; a query is cut short after ~15 s of repeats):
+
+- staff lists (``search.search``): by status, unfiltered, needs attention; the next
+  page by cursor; ten pages by cursor;
+- searches: one and two title words, a word with a status filter, a request id, an
+  item barcode, a patron id;
 - ``repo.lock_transaction`` (the duplicate check every inbound Request makes);
 - ``repo.view_by_public_id`` (a staff member opens one request);
 - auto-locate ``repo.locate`` for an ISBN hit and for a title-only hit;
@@ -24,6 +30,7 @@ PostgreSQL gets ANALYZE after the load (autovacuum would do it); SQLite does
 not (the node never runs ANALYZE).
 
     .venv/bin/python bench/scale.py [--db sqlite|postgresql] [--quick]   # quick: 100,000
+    .venv/bin/python bench/scale.py --url sqlite:////tmp/scale.db         # kept, reused
 """
 
 from __future__ import annotations
@@ -97,6 +104,13 @@ async def fill(engine, n: int, rng) -> dict:
             created = start + timedelta(seconds=i * (3 * 365 * 86400 / n))
             title = title_of(i, rng)
             partner = partners[i % 50]
+            state = {"state": status, "title": title, "partner": partner,
+                     "requesting_request_id": f"REQ-{i:08d}",
+                     "history_note": "bench row " + "x" * 120}
+            if lending:
+                state["located"] = {"barcode": f"IB{i:08d}"}
+                if status not in ("UNFILLED", "CANCELLED", "WILL_SUPPLY", "RETRY_POSSIBLE"):
+                    state["shipped_barcodes"] = [f"IB{i:08d}"]
             rows.append(dict(
                 role="lending" if lending else "borrowing",
                 public_id=("L-" if lending else "B-") + f"{i:08d}",
@@ -107,9 +121,7 @@ async def fill(engine, n: int, rng) -> dict:
                 status=status, title=title, patron_id=None if lending else f"P-{i % 40000}",
                 created_at=created, updated_at=created + timedelta(days=rng.randint(0, 40)),
                 needs_attention=(i % 97 == 0),
-                state={"state": status, "title": title, "partner": partner,
-                       "requesting_request_id": f"REQ-{i:08d}",
-                       "history_note": "bench row " + "x" * 120},
+                state=state,
                 version=1,
             ))
         async with engine.begin() as conn:
@@ -200,19 +212,23 @@ async def run(args, d: Path, dbs: Databases) -> None:
 
     from node.config import load
     from node.protocol.messages import AgencyId
-    from node.store import db, repo
+    from node.store import db, repo, search
 
-    url = await dbs.amake("scale")
+    url = args.url or await dbs.amake("scale")
     cfg = load(write_config(d, "node", node_config(
         symbol="ISIL:XX-US", port=1, db_url=url, partners=[])))
     engine = db.create_engine(cfg.node.database_url)
     await db.migrate_async(engine)
     rng = random.Random(18626)
     n = args.rows
-    print(f"filling {n:,} requests and {n:,} holdings items ...", flush=True)
-    load_t = await fill(engine, n, rng)
-    print(f"  loaded in {load_t['transactions_s']:.0f} s (requests) + {load_t['holdings_s']:.0f} s "
-          f"(holdings: {load_t['records']:,} records, {load_t['items']:,} items)", flush=True)
+    if await _count_requests(engine) == n:
+        print(f"reusing the {n:,} requests already in {args.url}", flush=True)
+    else:
+        print(f"filling {n:,} requests and {n:,} holdings items ...", flush=True)
+        load_t = await fill(engine, n, rng)
+        print(f"  loaded in {load_t['transactions_s']:.0f} s (requests) + "
+              f"{load_t['holdings_s']:.0f} s (holdings: {load_t['records']:,} records, "
+              f"{load_t['items']:,} items)", flush=True)
     if engine.dialect.name == "postgresql":
         async with engine.connect() as conn:
             await conn.exec_driver_sql("COMMIT")
@@ -226,17 +242,57 @@ async def run(args, d: Path, dbs: Databases) -> None:
         async with engine.connect() as conn:
             return await fn(conn)
 
-    results.append(await timed("staff list: lending, status=WILL_SUPPLY, first page of 50",
-                               lambda k: q(lambda c: repo.search(c, "lending",
-                                                                 status="WILL_SUPPLY")), runs))
-    results.append(await timed("staff list: lending, no filter, first page of 50",
-                               lambda k: q(lambda c: repo.search(c, "lending")), runs))
-    results.append(await timed(f"search by title word ({RARE!r}, ~1 in 2,000 titles)",
-                               lambda k: q(lambda c: repo.search(c, "lending", q=RARE)), runs))
-    results.append(await timed("search by request id (q=REQ-...)",
-                               lambda k: q(lambda c: repo.search(
-                                   c, "lending", q=f"REQ-{(k * 7919 * 10) % n // 10 * 10:08d}")),
-                               runs))
+    def pick(k: int, step: int = 10) -> int:
+        return (k * 7919 * step) % n // step * step
+
+    lists = [
+        ("staff list: lending, status=WILL_SUPPLY, first page of 50",
+         lambda k: dict(role="lending", status="WILL_SUPPLY")),
+        ("staff list: lending, no filter, first page of 50", lambda k: dict(role="lending")),
+        ("staff list: borrowing, needs attention, first page of 50",
+         lambda k: dict(role="borrowing", needs_attention=True)),
+        # title_of puts RARE in borrowing rows only (i % 10 == 7).
+        (f"search by title word ({RARE!r}, ~1 in 2,000 titles), borrowing",
+         lambda k: dict(role="borrowing", q=RARE)),
+        (f"search by two title words ({RARE!r} + a common one), borrowing",
+         lambda k: dict(role="borrowing", q=f"{RARE} {WORDS[k % len(WORDS)]}")),
+        ("search by title word, common (1 title in 10), lending",
+         lambda k: dict(role="lending", q=WORDS[k % len(WORDS)])),
+        ("search by title word, common, with status=SHIPPED, lending",
+         lambda k: dict(role="lending", q=WORDS[k % len(WORDS)], status="SHIPPED")),
+        ("search by request id (q=REQ-...)",
+         lambda k: dict(role="lending" if pick(k) % 10 < 7 else "borrowing",
+                        q=f"REQ-{pick(k):08d}")),
+        ("search by item barcode, lending (q=IB...)",
+         lambda k: dict(role="lending", q=f"IB{pick(k):08d}")),
+        ("search by patron id, borrowing (q=P-...)",
+         lambda k: dict(role="borrowing", q=f"P-{k * 37 % 4000 * 10 + 7}")),  # i % 10 == 7
+    ]
+    for name, params in lists:
+        results.append(await timed(name, lambda k, params=params: q(
+            lambda c: search.search(c, **params(k))), runs))
+    cursors: dict[str, str | None] = {}
+    for status in ("WILL_SUPPLY", None):
+        async with engine.connect() as conn:
+            cursors[status] = (await search.search(conn, "lending", status=status))["next"]
+    results.append(await timed(
+        "staff list: lending, status=WILL_SUPPLY, next page by cursor",
+        lambda k: q(lambda c: search.search(c, "lending", status="WILL_SUPPLY",
+                                            cursor=cursors["WILL_SUPPLY"])), runs))
+    results.append(await timed(
+        "staff list: lending, no filter, next page by cursor",
+        lambda k: q(lambda c: search.search(c, "lending", cursor=cursors[None])), runs))
+
+    async def ten_pages(k):
+        cursor = None
+        async with engine.connect() as conn:
+            for _ in range(10):
+                cursor = (await search.search(conn, "lending", status="SHIPPED",
+                                              cursor=cursor))["next"]
+        return cursor
+
+    results.append(await timed("staff list: lending, status=SHIPPED, 10 pages by cursor "
+                               "(all 10)", ten_pages, runs))
     results.append(await timed("repo.lock_transaction (inbound duplicate check)",
                                lambda k: q(lambda c: repo.lock_transaction(
                                    c, role="lending", requesting_agency_id="ISIL:XX-P00",
@@ -276,9 +332,15 @@ async def run(args, d: Path, dbs: Databases) -> None:
           f"title {hits['title']}/{results[-1]['n']}")
     print("query plans:")
     await explain(engine, "staff list with status filter",
-                  lambda c: repo.search(c, "lending", status="WILL_SUPPLY"))
+                  lambda c: search.search(c, "lending", status="WILL_SUPPLY"))
+    await explain(engine, "staff list, no filter, next page",
+                  lambda c: search.search(c, "lending", cursor=cursors[None]))
     await explain(engine, "search by request id",
-                  lambda c: repo.search(c, "lending", q="REQ-00000010"))
+                  lambda c: search.search(c, "lending", q="REQ-00000010"))
+    await explain(engine, "search by title word",
+                  lambda c: search.search(c, "borrowing", q=RARE))
+    await explain(engine, "search by a common title word",
+                  lambda c: search.search(c, "lending", q=WORDS[0]))
     await explain(engine, "lock_transaction",
                   lambda c: repo.lock_transaction(c, role="lending",
                                                   requesting_agency_id="ISIL:XX-P00",
@@ -298,6 +360,16 @@ async def run(args, d: Path, dbs: Databases) -> None:
     await engine.dispose()
 
 
+async def _count_requests(engine) -> int:
+    from sqlalchemy import func, select
+
+    from node.store import tables as t
+
+    async with engine.connect() as conn:
+        return (await conn.execute(select(func.count()).select_from(t.transactions))
+                ).scalar_one()
+
+
 async def _record_titles(engine, ids: list[int]) -> list[str]:
     from sqlalchemy import select
 
@@ -315,6 +387,8 @@ def main() -> int:
         ap.add_argument("--runs", type=int, default=50),
         ap.add_argument("--budget", type=float, default=15.0,
                         help="seconds of repeats per query at most (3 runs minimum)"),
+        ap.add_argument("--url", help="a database to fill and keep (or reuse, when it "
+                        "already holds --rows requests), instead of a throw-away one"),
     ))
     BUDGET[0] = args.budget
     args.rows = args.rows or (100_000 if args.quick else 1_000_000)

@@ -136,10 +136,14 @@ transactions = Table(
     _one_of("role", ROLES, "role"),
     UniqueConstraint("public_id"),
     UniqueConstraint("role", "requesting_agency_id", "requesting_request_id"),
-    Index(None, "role", "status"),
-    Index(None, "title"),
+    # Staff lists: newest first, by status or not, read as an index range (node/store/search.py).
+    Index(None, "role", "status", "updated_at", "id"),
+    Index(None, "role", "updated_at", "id"),
+    Index("ix_transactions_needs_attention", "role", "updated_at", "id",
+          sqlite_where=text("needs_attention = 1"), postgresql_where=text("needs_attention")),
+    Index(None, "requesting_request_id"),
+    Index(None, "supplying_request_id"),
     Index(None, "patron_id"),
-    Index(None, "updated_at"),
     Index(None, "next_timer_at"),
     Index(None, "duplicate_key"),
 )
@@ -160,6 +164,32 @@ attempts = Table(
     Column("created_at", UTCDateTime(), nullable=False),
     UniqueConstraint("requesting_request_id"),
     UniqueConstraint("transaction_id", "seq"),
+)
+
+# Kept by triggers (migration 0003, node/store/search.py), not by the service code:
+# requests per (role, status) for the staff lists' facets, summed over shards so that
+# concurrent PostgreSQL writers rarely wait on one row; and every item barcode a
+# request names (lending: located and shipped items; borrowing: temporary barcodes).
+status_counts = Table(
+    "status_counts",
+    metadata,
+    Column("role", String(16), primary_key=True),
+    Column("status", String(64), primary_key=True),
+    Column("shard", Integer(), primary_key=True),
+    Column("n", BigInteger(), nullable=False),
+)
+
+request_barcodes = Table(
+    "request_barcodes",
+    metadata,
+    Column("barcode", String(255), primary_key=True),
+    Column(
+        "transaction_id",
+        _id_type(),
+        ForeignKey("transactions.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Index(None, "transaction_id"),
 )
 
 # --------------------------------------------------------------------------- message log
@@ -349,5 +379,7 @@ __all__ = [
     "metadata",
     "outbox",
     "partner_closures",
+    "request_barcodes",
+    "status_counts",
     "transactions",
 ]

@@ -1,0 +1,236 @@
+"""node.store.search (staff lists and search) on SQLite and PostgreSQL.
+
+Rows are written with the same columns the store writes; the triggers of migration
+0003 must keep the facets, the barcodes and the title words in step with them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import delete, func, insert, select, update
+
+from node.store import search
+from node.store.tables import attempts, transactions
+
+T0 = datetime(2026, 5, 4, 10, 0, tzinfo=UTC)
+
+
+async def add(conn, n: int, *, role: str = "lending", status: str = "WILL_SUPPLY",
+              title: str | None = None, at: datetime | None = None, state: dict | None = None,
+              patron_id: str | None = None, needs_attention: bool = False) -> int:
+    when = at or T0 + timedelta(minutes=n)
+    return (await conn.execute(insert(transactions).values(
+        role=role, public_id=f"{role[0].upper()}-{n:04d}", partner="ISIL:XX-P1",
+        requesting_agency_id="ISIL:XX-P1", requesting_request_id=f"REQ-{n:04d}",
+        supplying_request_id=f"SUP-{n:04d}" if role == "lending" else None,
+        status=status, title=title if title is not None else f"Title number {n}",
+        patron_id=patron_id, created_at=when, updated_at=when,
+        needs_attention=needs_attention, state=state or {},
+    ).returning(transactions.c.id))).scalar_one()
+
+
+async def find(engine, role: str = "lending", **kw) -> dict:
+    async with engine.connect() as conn:
+        return await search.search(conn, role, **kw)
+
+
+def ids(found: dict) -> list[str]:
+    return [r["id"] for r in found["requests"]]
+
+
+async def true_facets(engine, role: str) -> dict[str, int]:
+    async with engine.connect() as conn:
+        rows = await conn.execute(select(transactions.c.status, func.count())
+                                  .where(transactions.c.role == role)
+                                  .group_by(transactions.c.status))
+        return dict(rows.all())
+
+
+async def test_cursor_pages_do_not_shift_when_requests_arrive(migrated_engine):
+    async with migrated_engine.begin() as conn:
+        for n in range(1, 121):
+            await add(conn, n)
+    newest_first = [f"L-{n:04d}" for n in range(120, 0, -1)]
+
+    first = await find(migrated_engine, limit=50)
+    assert ids(first) == newest_first[:50]
+    assert first["total"] == 120 and first["total_exact"]
+    async with migrated_engine.begin() as conn:
+        for n in range(121, 131):  # newer than everything listed so far
+            await add(conn, n)
+    second = await find(migrated_engine, limit=50, cursor=first["next"])
+    assert ids(second) == newest_first[50:100]
+    third = await find(migrated_engine, limit=50, cursor=second["next"])
+    assert ids(third) == newest_first[100:]
+    assert third["next"] is None
+    assert third["total"] == 130  # the count does follow the arrivals
+
+    # Equal update times are ordered by id, so no row is lost at a page boundary.
+    async with migrated_engine.begin() as conn:
+        for n in range(200, 205):
+            await add(conn, n, status="SHIPPED", at=T0 + timedelta(days=9))
+    seen, cursor = [], None
+    while True:
+        page = await find(migrated_engine, status="SHIPPED", limit=2, cursor=cursor)
+        seen += ids(page)
+        if not (cursor := page["next"]):
+            break
+    assert seen == [f"L-{n:04d}" for n in range(204, 199, -1)]
+
+    # Numbered pages still work.
+    assert ids(await find(migrated_engine, limit=10, offset=5))[0] == "L-0130"
+
+
+async def test_a_cursor_not_given_out_is_refused(migrated_engine):
+    for bad in ("nonsense", "W10=", search.encode_cursor(T0, 1)[:-3] + "!!!"):
+        with pytest.raises(ValueError, match="is not one this server gave out"):
+            await find(migrated_engine, cursor=bad)
+
+
+async def test_facets_follow_every_write(migrated_engine):
+    async with migrated_engine.begin() as conn:
+        for n in range(1, 11):
+            await add(conn, n, status="WILL_SUPPLY" if n % 2 else "SHIPPED")
+        for n in range(11, 14):
+            await add(conn, n, role="borrowing", status="sent")
+    assert (await find(migrated_engine))["facets"] == {"WILL_SUPPLY": 5, "SHIPPED": 5}
+
+    async with migrated_engine.begin() as conn:
+        tx = transactions
+        await conn.execute(update(tx).where(tx.c.public_id.in_(["L-0001", "L-0002"]))
+                           .values(status="LOAN_COMPLETED"))
+        await conn.execute(update(tx).where(tx.c.public_id == "L-0003")  # status unchanged
+                           .values(title="Renamed", status="WILL_SUPPLY"))
+        await conn.execute(delete(tx).where(tx.c.public_id == "L-0004"))
+    found = await find(migrated_engine)
+    assert found["facets"] == await true_facets(migrated_engine, "lending") == {
+        "WILL_SUPPLY": 4, "SHIPPED": 3, "LOAN_COMPLETED": 2}
+    assert found["total"] == 9
+    only = await find(migrated_engine, status="SHIPPED")
+    assert only["total"] == 3 and ids(only) == ["L-0010", "L-0008", "L-0006"]
+    assert only["facets"] == found["facets"]  # the other statuses stay visible
+    assert (await find(migrated_engine, "borrowing"))["facets"] == {"sent": 3}
+
+
+async def test_facets_of_a_filtered_list_count_its_matches(migrated_engine):
+    async with migrated_engine.begin() as conn:
+        for n in range(1, 8):
+            await add(conn, n, status="SHIPPED" if n < 4 else "WILL_SUPPLY",
+                      needs_attention=n in (2, 5, 6))
+    found = await find(migrated_engine, needs_attention=True)
+    assert ids(found) == ["L-0006", "L-0005", "L-0002"]
+    assert found["facets"] == {"SHIPPED": 1, "WILL_SUPPLY": 2} and found["total"] == 3
+    calm = await find(migrated_engine, needs_attention=False, status="SHIPPED")
+    assert ids(calm) == ["L-0003", "L-0001"] and calm["total"] == 2
+
+
+async def test_q_finds_a_request_by_any_of_its_ids(migrated_engine):
+    async with migrated_engine.begin() as conn:
+        await add(conn, 1, title="REQ-0002 is mentioned in this title")
+        await add(conn, 2)
+        b = await add(conn, 3, role="borrowing", status="sent", patron_id="PAT-7")
+        await add(conn, 4, role="borrowing", status="sent", patron_id="PAT-7")
+        await conn.execute(insert(attempts).values(
+            transaction_id=b, seq=1, partner="ISIL:XX-P2", requesting_request_id="REQ-0003-2",
+            created_at=T0))
+    # An identifier finds its request only, not titles that mention it.
+    assert ids(await find(migrated_engine, q="REQ-0002")) == ["L-0002"]
+    assert ids(await find(migrated_engine, q=" L-0001 ")) == ["L-0001"]
+    assert ids(await find(migrated_engine, q="SUP-0002")) == ["L-0002"]
+    assert ids(await find(migrated_engine, "borrowing", q="PAT-7")) == ["B-0004", "B-0003"]
+    assert ids(await find(migrated_engine, "borrowing", q="REQ-0003-2")) == ["B-0003"]
+    assert ids(await find(migrated_engine, "borrowing", q="REQ-0002")) == []  # other role
+    found = await find(migrated_engine, "borrowing", q="PAT-7", status="sent")
+    assert found["total"] == 2 and found["facets"] == {"sent": 2}
+    assert (await find(migrated_engine, "borrowing", q="PAT-7", status="complete"))[
+        "requests"] == []
+
+
+async def test_q_finds_a_lending_request_by_item_barcode(migrated_engine):
+    async with migrated_engine.begin() as conn:
+        tx_id = await add(conn, 1, state={"located": {"barcode": "39015-0001"}})
+        await add(conn, 2, state={"located": {"barcode": "39015-0002"}})
+    assert ids(await find(migrated_engine, q="39015-0001")) == ["L-0001"]
+
+    # Shipped with other items than the one located; then located again elsewhere.
+    async with migrated_engine.begin() as conn:
+        await conn.execute(update(transactions).where(transactions.c.id == tx_id).values(
+            status="SHIPPED", state={"located": {"barcode": "39015-0001"},
+                                     "shipped_barcodes": ["V1-777", "V2-777"]}))
+    assert ids(await find(migrated_engine, q="V2-777")) == ["L-0001"]
+    assert ids(await find(migrated_engine, q="39015-0001")) == ["L-0001"]
+    async with migrated_engine.begin() as conn:
+        await conn.execute(update(transactions).where(transactions.c.id == tx_id).values(
+            state={"located": {"barcode": "39015-0009"}}))
+    assert ids(await find(migrated_engine, q="V2-777")) == []
+    assert ids(await find(migrated_engine, q="39015-0009")) == ["L-0001"]
+    async with migrated_engine.begin() as conn:
+        await conn.execute(delete(transactions).where(transactions.c.id == tx_id))
+    assert ids(await find(migrated_engine, q="39015-0009")) == []
+
+
+async def test_q_finds_title_words(migrated_engine):
+    async with migrated_engine.begin() as conn:
+        await add(conn, 1, title="Introduction to Quantum Physics")
+        await add(conn, 2, title="Quantum chemistry, 2nd ed.", status="SHIPPED")
+        await add(conn, 3, title="The physics of Müller's quantum dots")
+        await add(conn, 4, title=None)
+        await add(conn, 5, role="borrowing", status="sent", title="Quantum Physics")
+    assert ids(await find(migrated_engine, q="quantum")) == ["L-0003", "L-0002", "L-0001"]
+    assert ids(await find(migrated_engine, q="PHYSICS  quantum")) == ["L-0003", "L-0001"]
+    assert ids(await find(migrated_engine, q="physics quant")) == ["L-0003", "L-0001"]  # typing
+    assert ids(await find(migrated_engine, q="quantum phys")) == ["L-0003", "L-0001"]
+    assert ids(await find(migrated_engine, q="quant physics")) == []  # whole words before
+    assert ids(await find(migrated_engine, q="chemistry!")) == ["L-0002"]
+    assert ids(await find(migrated_engine, q="quantum biology")) == []
+    assert ids(await find(migrated_engine, q='"*) OR (')) == []  # no query syntax gets in
+    assert ids(await find(migrated_engine, q="-- ;")) == []
+    found = await find(migrated_engine, q="quantum", status="SHIPPED")
+    assert ids(found) == ["L-0002"]
+    assert found["facets"] == {"WILL_SUPPLY": 2, "SHIPPED": 1} and found["total"] == 1
+
+    async with migrated_engine.begin() as conn:  # a title changed: its words follow
+        await conn.execute(update(transactions).where(transactions.c.public_id == "L-0001")
+                           .values(title="Classical mechanics"))
+        await conn.execute(update(transactions).where(transactions.c.public_id == "L-0004")
+                           .values(title="Quantum optics"))
+        await conn.execute(delete(transactions).where(transactions.c.public_id == "L-0003"))
+    assert ids(await find(migrated_engine, q="quantum")) == ["L-0004", "L-0002"]
+    assert ids(await find(migrated_engine, q="mechanics")) == ["L-0001"]
+
+
+async def test_search_counts_stop_at_the_limit(migrated_engine, monkeypatch):
+    monkeypatch.setattr(search, "COUNT_LIMIT", 3)
+    async with migrated_engine.begin() as conn:
+        for n in range(1, 7):
+            await add(conn, n, title=f"Atlas volume {n}")
+    found = await find(migrated_engine, q="atlas", limit=2)
+    assert not found["total_exact"] and found["total"] == 4  # counted up to 3, then stopped
+    assert ids(found) == ["L-0006", "L-0005"]
+    rest = await find(migrated_engine, q="atlas", limit=10, cursor=found["next"])
+    assert ids(rest) == ["L-0004", "L-0003", "L-0002", "L-0001"] and rest["next"] is None
+
+
+async def test_facets_stay_exact_under_concurrent_writers(migrated_engine):
+    async with migrated_engine.begin() as conn:
+        for n in range(1, 41):
+            await add(conn, n, status="SHIPPED")
+    cycle = ("RECEIVED", "RETURN_SHIPPED", "LOAN_COMPLETED", "SHIPPED")
+
+    async def writer(first: int) -> None:
+        # Ten requests each, moved through statuses one transaction at a time.
+        for step, status in enumerate(cycle * 2):
+            async with migrated_engine.begin() as conn:
+                for n in range(first, first + 10):
+                    await conn.execute(update(transactions)
+                                       .where(transactions.c.public_id == f"L-{n:04d}")
+                                       .values(status=cycle[(n + step) % 4]))
+                await add(conn, 1000 + first * 10 + step, status=status)
+
+    await asyncio.gather(*(writer(first) for first in (1, 11, 21, 31)))
+    found = await find(migrated_engine)
+    assert found["facets"] == await true_facets(migrated_engine, "lending")
+    assert found["total"] == 40 + 4 * 8
