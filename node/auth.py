@@ -15,7 +15,9 @@ Every method configured for a partner must pass. Comparisons are constant
 time. No secret is ever put in an exception message or a log line: a failure
 says *which* check failed, never what was expected or received.
 
-Pure apart from ``cryptography`` and ``ssl``: no I/O, no clock.
+Pure apart from ``cryptography`` and ``ssl``: no I/O, no clock.  ``cryptography``
+is imported only when a signature is made or checked (it costs start-up time,
+and most partners use none).
 """
 
 from __future__ import annotations
@@ -29,13 +31,7 @@ import hmac
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
-
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import (
-    Ed25519PrivateKey,
-    Ed25519PublicKey,
-)
-from cryptography.hazmat.primitives.serialization import load_pem_private_key
+from typing import TYPE_CHECKING
 
 from .config import NodeConfig, Partner
 from .protocol.messages import (
@@ -44,6 +40,9 @@ from .protocol.messages import (
     Request,
     RequestingAgencyMessage,
 )
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 SIGNATURE_HEADER = "X-ILL-Signature"
 KEY_ID_HEADER = "X-ILL-Key-Id"
@@ -112,6 +111,9 @@ def authenticate(
 
 
 def verify_signature(public_key: bytes, body: bytes, header: str | None, who: str) -> None:
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
     if not header:
         raise AuthenticationFailed(f"{who}: no {SIGNATURE_HEADER} header")
     scheme, _, value = header.strip().partition(" ")
@@ -149,6 +151,9 @@ def with_authentication(message: BusinessMessage, partner: Partner) -> BusinessM
 
 @functools.lru_cache(maxsize=8)
 def _private_key(pem: bytes) -> Ed25519PrivateKey:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
     key = load_pem_private_key(pem, password=None)
     if not isinstance(key, Ed25519PrivateKey):
         raise ValueError("not an Ed25519 key")

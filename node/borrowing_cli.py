@@ -25,8 +25,6 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from .borrower.form import FormError
-from .machine import StaffActionError
 from .serve_cli import load_or_report
 
 PROG = "ill-node borrowing"
@@ -111,6 +109,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace, func: Callable[..., Awaitable[int]]) -> int:
+    from .borrower.form import FormError
+    from .machine import StaffActionError
+
     config = load_or_report(args.config)
     if config is None:
         return 1

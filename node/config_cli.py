@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 from datetime import date
+from typing import TYPE_CHECKING
 
-from node.config import ConfigError, NodeConfig, load
+if TYPE_CHECKING:
+    from node.config import NodeConfig
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -52,6 +54,8 @@ def summary(config: NodeConfig, day: date) -> str:
 
 
 def check_config(args: argparse.Namespace) -> int:
+    from node.config import ConfigError, load, security_warnings
+
     try:
         config = load(args.file)
     except ConfigError as exc:
@@ -60,8 +64,6 @@ def check_config(args: argparse.Namespace) -> int:
         return 1
     print(f"{args.file}: ok")
     print(summary(config, args.on or date.today()))
-    from node.config import security_warnings
-
     for warning in security_warnings(config):
         print(f"{args.file}: warning: {warning}", file=sys.stderr)
     return 0

@@ -9,13 +9,20 @@ from pathlib import Path
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from .conformance.checks import CHECKS
+    p = subparsers.add_parser("conformance",
+                              help="run ISO 18626 conformance checks against a peer")
+    p.fill_on_use(_add_arguments)  # the help lists the checks: imported when used
+    p.set_defaults(func=cmd_conformance)
 
-    p = subparsers.add_parser(
-        "conformance", help="run ISO 18626 conformance checks against a peer",
-        description="Plays a partner library toward the peer under test and runs named checks. "
+
+def _add_arguments(p: argparse.ArgumentParser) -> None:
+    from .conformance.checks import CHECKS
+    from .protocol.codes import Version
+
+    p.description = (
+        "Plays a partner library toward the peer under test and runs named checks. "
         "The peer must list --our-symbol as a partner at --public-url. Checks: "
-        + ", ".join(CHECKS) + ". See docs/conformance.md.",
+        + ", ".join(CHECKS) + ". See docs/conformance.md."
     )
     p.add_argument("--peer-url", required=True, help="the peer's ISO 18626 endpoint")
     p.add_argument("--peer-symbol", required=True, help="the peer's agency id, TYPE:VALUE")
@@ -31,7 +38,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--peer-kind", choices=("auto", "mock", "ill-node", "other"), default="auto",
                    help="how to drive the peer (default: detect)")
     p.add_argument("--scenario-hints", type=Path, default=None,
-                   help="TOML: per-check request fields (e.g. an ISBN the peer holds)")
+                   help="TOML: per-check request fields (e.g. an ISBN the peer holds), and "
+                   "optionally iso18626_version, the default for --version")
+    p.add_argument("--version", choices=[v.value for v in Version], default=None,
+                   help="the ISO 18626 version the peer is configured to speak with the kit: "
+                   "every message is sent in it and every answer must be in it (default: the "
+                   "hints file's iso18626_version, else 1.2)")
     p.add_argument("--junit", type=Path, default=None, help="write JUnit XML here")
     p.add_argument("--log-dir", type=Path, default=None,
                    help="write DIR/<check>.log with every message in and out")
@@ -42,11 +54,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="seconds to wait for each message from the peer (default %(default)s)")
     p.add_argument("--settle", type=float, default=1.0,
                    help="seconds to watch for stray messages after an end (default %(default)s)")
-    p.set_defaults(func=cmd_conformance)
 
 
 def cmd_conformance(args: argparse.Namespace) -> int:
     from .conformance import KitConfig, junit_xml, load_hints, run_checks, write_logs
+    from .protocol.codes import Version
 
     host, _, port = args.listen.rpartition(":")
     host = host.strip("[]") or "127.0.0.1"
@@ -55,18 +67,19 @@ def cmd_conformance(args: argparse.Namespace) -> int:
     except ValueError:
         print(f"--listen must be HOST:PORT, not {args.listen!r}", file=sys.stderr)
         return 2
-    hints = None
+    hints, hinted_version = None, None
     if args.scenario_hints is not None:
         try:
-            hints = load_hints(args.scenario_hints)
+            hints, hinted_version = load_hints(args.scenario_hints)
         except (OSError, ValueError) as exc:
             print(f"--scenario-hints: {exc}", file=sys.stderr)
             return 2
+    version = Version(args.version) if args.version else hinted_version or Version.V1_2
     config = KitConfig(
         peer_url=args.peer_url, peer_symbol=args.peer_symbol, our_symbol=args.our_symbol,
         public_url=args.public_url or f"http://{host}:{port_number}/iso18626",
         peer_api=args.peer_api, peer_kind=args.peer_kind, hints=hints, timeout=args.timeout,
-        settle=args.settle,
+        settle=args.settle, version=version,
     )
     only = [n.strip() for n in args.only.split(",") if n.strip()] if args.only else None
     try:
@@ -77,7 +90,8 @@ def cmd_conformance(args: argparse.Namespace) -> int:
         return 2
     if args.junit:
         args.junit.parent.mkdir(parents=True, exist_ok=True)
-        args.junit.write_bytes(junit_xml(results))
+        args.junit.write_bytes(junit_xml(results, suite=f"iso18626-conformance {version.value}"))
     if args.log_dir:
         write_logs(results, args.log_dir)
+        print(f"every message in and out: {args.log_dir}/<check>.log")
     return 1 if any(r.outcome == "FAIL" for r in results) else 0

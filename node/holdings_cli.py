@@ -9,8 +9,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from .serve_cli import load_or_report
-from .store import db, holdings_repo
-from .supplier import holdings
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -30,6 +28,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
+    from .supplier import holdings
+
     config = load_or_report(args.config)
     if config is None:
         return 1
@@ -62,6 +62,8 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 
 async def _store(url: str, records, replace: bool) -> dict[str, int]:
+    from .store import db, holdings_repo
+
     engine = db.create_engine(url)
     try:
         await db.check_migrated(engine)

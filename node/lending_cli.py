@@ -24,16 +24,14 @@ import re
 import sys
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy.exc import SQLAlchemyError
-
-from . import lending_ops
-from .machine import StaffActionError
 from .serve_cli import load_or_report
-from .service import Node, NotFound
-from .store import db, repo
-from .supplier.machine import STAFF_ACTIONS
+
+if TYPE_CHECKING:
+    from .service import Node
+
+# The service, the store and the machine are imported where used (see node/cli.py).
 
 
 class CliError(Exception):
@@ -42,6 +40,12 @@ class CliError(Exception):
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("lending", help="lending requests: list, act, check in, slips")
+    parser.fill_on_use(_add_actions)  # `act` lists the lending machine's staff actions
+
+
+def _add_actions(parser: argparse.ArgumentParser) -> None:
+    from .supplier.machine import STAFF_ACTIONS
+
     sub = parser.add_subparsers(dest="lending_command", metavar="ACTION", required=True)
 
     def add(name: str, help_text: str, func) -> argparse.ArgumentParser:
@@ -90,6 +94,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run(func, args: argparse.Namespace) -> int:
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from .machine import StaffActionError
+    from .service import NotFound
+    from .store import db
+
     config = load_or_report(args.config)
     if config is None:
         return 1
@@ -111,6 +121,9 @@ def _run(func, args: argparse.Namespace) -> int:
 
 
 async def _with_node(func, config, args) -> int:
+    from .service import Node
+    from .store import db
+
     node = Node(config)
     node.engine = db.create_engine(config.node.database_url)
     try:
@@ -138,6 +151,8 @@ def _print_json(data: Any) -> None:
 
 
 async def _list(node: Node, args) -> int:
+    from . import lending_ops
+
     found = await lending_ops.search(
         node, status=args.status, q=args.q, partner=args.partner, barcode=args.barcode,
         overdue=args.overdue, limit=max(1, min(args.limit, 500)))
@@ -154,6 +169,9 @@ async def _list(node: Node, args) -> int:
 
 
 async def _show(node: Node, args) -> int:
+    from .service import NotFound
+    from .store import repo
+
     async with node.engine.connect() as conn:
         view = await repo.view_by_public_id(conn, "lending", args.id)
     if view is None:
@@ -197,6 +215,8 @@ _MONEY = {"charge", "cost"}
 
 def parse_fields(action: str, pairs: list[str]) -> dict[str, Any]:
     """``key=value`` words to the action's JSON: lists (a,b), true/false, money (12.50:USD)."""
+    from .supplier.machine import STAFF_ACTIONS
+
     cls = STAFF_ACTIONS.get(action)
     if cls is None:
         raise CliError(f"unknown action {action!r}; expected one of {', '.join(STAFF_ACTIONS)}")
@@ -240,6 +260,8 @@ async def _act(node: Node, args) -> int:
 
 
 async def _check_in(node: Node, args) -> int:
+    from . import lending_ops
+
     view = await lending_ops.check_in_by_barcode(node, args.barcode, actor=_actor(args),
                                                  note=args.note)
     print(f"{view['id']}: {view['status']}: {args.barcode.strip()} checked in; "
@@ -248,11 +270,15 @@ async def _check_in(node: Node, args) -> int:
 
 
 async def _pull_slip(node: Node, args) -> int:
+    from . import lending_ops
+
     sys.stdout.write(await lending_ops.pull_slip(node, args.id))
     return 0
 
 
 async def _pull_slips(node: Node, args) -> int:
+    from . import lending_ops
+
     page, count = await lending_ops.pull_slips(node)
     sys.stdout.write(page)
     print(f"{count} slip(s)", file=sys.stderr)
@@ -269,6 +295,8 @@ def _date_arg(value: str | None, name: str) -> date | None:
 
 
 async def _closure(node: Node, args) -> int:
+    from .store import repo
+
     async with node.engine.begin() as conn:
         current = await repo.closure(conn, "lending", node.config)
         changing = args.active is not None or args.start or args.end or args.note is not None

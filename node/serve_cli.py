@@ -1,4 +1,7 @@
-"""``ill-node serve`` and ``ill-node init``: run a node, or make a new one."""
+"""``ill-node serve`` and ``ill-node init``: run a node, or make a new one.
+
+At its top it imports only the standard library (see node/cli.py).
+"""
 
 from __future__ import annotations
 
@@ -8,11 +11,10 @@ import logging
 import signal
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from aiohttp import web
-
-from .config import ConfigError, default_config_text, load
-from .store import db
+if TYPE_CHECKING:
+    from aiohttp import web
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -30,6 +32,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def load_or_report(path: Path):
     """The config, or None after printing every problem in it."""
+    from .config import ConfigError, load
+
     try:
         return load(path)
     except ConfigError as exc:
@@ -49,27 +53,16 @@ def setup_logging() -> None:
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
 
 
-async def _check_database(url: str) -> str | None:
-    engine = db.create_engine(url)
-    try:
-        await db.check_migrated(engine)
-    except db.NotMigrated as exc:
-        return str(exc)
-    finally:
-        await engine.dispose()
-    return None
-
-
 def cmd_serve(args: argparse.Namespace) -> int:
     config = load_or_report(args.config)
     if config is None:
         return 1
-    problem = asyncio.run(_check_database(config.node.database_url))
-    if problem:
-        print(problem.replace("--config FILE", f"--config {args.config}"), file=sys.stderr)
-        return 1
     setup_logging()
+    from . import auth, limits
     from .http import NODE, create_app
+    from sqlalchemy.exc import DBAPIError
+
+    from .store.db import NotMigrated, safe_url
 
     app = create_app(config)
 
@@ -84,18 +77,35 @@ def cmd_serve(args: argparse.Namespace) -> int:
         loop.add_signal_handler(signal.SIGHUP, reload)
 
     app.on_startup.append(on_startup)
-    from . import auth, limits
-
     # HTTPS (and client certificates) from [node] tls_*; connection and
     # slow-client limits from [limits], re-read after a reload.
-    limits.run(app, host=config.node.listen_host, port=config.node.listen_port,
-               ssl_context=auth.server_ssl_context(config),
-               limits=lambda: app[NODE].config.limits,
-               print=lambda text: logging.getLogger("node").info(text))
+    try:
+        limits.run(app, host=config.node.listen_host, port=config.node.listen_port,
+                   ssl_context=auth.server_ssl_context(config),
+                   limits=lambda: app[NODE].config.limits,
+                   print=lambda text: logging.getLogger("node").info(text))
+    except NotMigrated as exc:
+        # Node.start checks the schema before the port is opened.
+        print(str(exc).replace("--config FILE", f"--config {args.config}"), file=sys.stderr)
+        return 1
+    except (OSError, DBAPIError) as exc:  # database unreachable, port taken, ...
+        print(f"ill-node serve: cannot start: {_first_line(exc)}\n"
+              f"  (database: {safe_url(config.node.database_url)}, listen: "
+              f"{config.node.listen_host}:{config.node.listen_port}; config: {args.config})",
+              file=sys.stderr)
+        return 1
     return 0
 
 
+def _first_line(exc: BaseException) -> str:
+    text = str(getattr(exc, "orig", None) or exc).strip() or type(exc).__name__
+    return text.splitlines()[0]
+
+
 def cmd_init(args: argparse.Namespace) -> int:
+    from .config import default_config_text
+    from .store import db
+
     directory: Path = args.dir
     path = directory / "config.toml"
     if path.exists():

@@ -13,14 +13,24 @@ import re
 import sys
 from pathlib import Path
 
-from .config import ConfigError, StaffRole, load, loads
-from .staff_auth import new_staff_token, patron_token, token_sha256
-
 _HEADER = re.compile(r"^\s*\[\[?\s*([A-Za-z0-9_.\"' -]+?)\s*\]\]?\s*(#.*)?$")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     staff = subparsers.add_parser("staff", help="staff accounts and their API tokens")
+    staff.fill_on_use(_add_staff_actions)  # --role lists the roles of node.config
+
+    patron = subparsers.add_parser("patron", help="patron access to the patron API")
+    psub = patron.add_subparsers(dest="patron_command", metavar="ACTION")
+    tok = psub.add_parser("token", help="print the token of a patron (needs [node] patron_secret)")
+    tok.add_argument("patron_id")
+    tok.add_argument("--config", required=True, type=Path)
+    tok.set_defaults(func=cmd_patron_token)
+
+
+def _add_staff_actions(staff: argparse.ArgumentParser) -> None:
+    from .config import StaffRole
+
     sub = staff.add_subparsers(dest="staff_command", metavar="ACTION")
     add = sub.add_parser("add", help="add an account; prints its token once")
     add.add_argument("name")
@@ -35,15 +45,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     rm.add_argument("--config", required=True, type=Path)
     rm.set_defaults(func=cmd_remove)
 
-    patron = subparsers.add_parser("patron", help="patron access to the patron API")
-    psub = patron.add_subparsers(dest="patron_command", metavar="ACTION")
-    tok = psub.add_parser("token", help="print the token of a patron (needs [node] patron_secret)")
-    tok.add_argument("patron_id")
-    tok.add_argument("--config", required=True, type=Path)
-    tok.set_defaults(func=cmd_patron_token)
-
 
 def _load(path: Path):
+    from .config import ConfigError, load
+
     try:
         return load(path)
     except ConfigError as exc:
@@ -71,6 +76,8 @@ def _staff_blocks(lines: list[str]) -> list[tuple[int, int]]:
 
 def _write_checked(path: Path, text: str) -> bool:
     """Write ``text`` only if it still parses; keep the file's mode."""
+    from .config import ConfigError, loads
+
     try:
         loads(text, source_path=path)
     except ConfigError as exc:
@@ -92,6 +99,8 @@ def cmd_add(args: argparse.Namespace) -> int:
     if any(a.name.casefold() == args.name.strip().casefold() for a in config.staff):
         print(f"there is already a staff account named {args.name!r}", file=sys.stderr)
         return 1
+    from .staff_auth import new_staff_token, token_sha256  # (it imports aiohttp)
+
     token = new_staff_token()
     text = args.config.read_text()
     if not text.endswith("\n"):
@@ -149,5 +158,7 @@ def cmd_patron_token(args: argparse.Namespace) -> int:
     if config.node.patron_secret is None:
         print("set [node] patron_secret (e.g. \"${ILL_PATRON_SECRET}\") first", file=sys.stderr)
         return 1
+    from .staff_auth import patron_token
+
     print(patron_token(config.node.patron_secret, args.patron_id))
     return 0

@@ -6,71 +6,34 @@ writes strictly for ``Envelope.version``; every refusal is a
 confirmation that answers it (see :mod:`node.protocol.confirm`).
 """
 
-from .codes import (
-    Action,
-    Code,
-    ErrorType,
-    MessageStatus,
-    ReasonForMessage,
-    ServiceType,
-    Status,
-    Version,
-    YesNo,
-)
-from .confirm import (
-    classify,
-    classify_schema_errors,
-    confirmation_for,
-    error_confirmation_from_bytes,
-)
-from .errors import BadlyFormed, ProtocolError, UnrecognisedValue
-from .messages import (
-    BusinessMessage,
-    Confirmation,
-    Envelope,
-    Message,
-    Request,
-    RequestConfirmation,
-    RequestingAgencyMessage,
-    RequestingAgencyMessageConfirmation,
-    SupplyingAgencyMessage,
-    SupplyingAgencyMessageConfirmation,
-)
-from .reader import check_ids, parse, parse_element
-from .safe_xml import parse_xml
-from .writer import serialise, to_tree
+from importlib import import_module
 
-__all__ = [
-    "Action",
-    "BadlyFormed",
-    "BusinessMessage",
-    "Code",
-    "Confirmation",
-    "Envelope",
-    "ErrorType",
-    "Message",
-    "MessageStatus",
-    "ProtocolError",
-    "ReasonForMessage",
-    "Request",
-    "RequestConfirmation",
-    "RequestingAgencyMessage",
-    "RequestingAgencyMessageConfirmation",
-    "ServiceType",
-    "Status",
-    "SupplyingAgencyMessage",
-    "SupplyingAgencyMessageConfirmation",
-    "UnrecognisedValue",
-    "Version",
-    "YesNo",
-    "check_ids",
-    "classify",
-    "classify_schema_errors",
-    "confirmation_for",
-    "error_confirmation_from_bytes",
-    "parse",
-    "parse_element",
-    "parse_xml",
-    "serialise",
-    "to_tree",
-]
+# The public names, each from its submodule, imported on first use (PEP 562):
+# ``node.config`` needs only ``codes``, and must not pull lxml in with it.
+_EXPORTS = {
+    "codes": ("Action", "Code", "ErrorType", "MessageStatus", "ReasonForMessage",
+              "ServiceType", "Status", "Version", "YesNo"),
+    "confirm": ("classify", "classify_schema_errors", "confirmation_for",
+                "error_confirmation_from_bytes"),
+    "errors": ("BadlyFormed", "ProtocolError", "UnrecognisedValue"),
+    "messages": ("BusinessMessage", "Confirmation", "Envelope", "Message", "Request",
+                 "RequestConfirmation", "RequestingAgencyMessage",
+                 "RequestingAgencyMessageConfirmation", "SupplyingAgencyMessage",
+                 "SupplyingAgencyMessageConfirmation"),
+    "reader": ("check_ids", "parse", "parse_element"),
+    "safe_xml": ("parse_xml",),
+    "writer": ("serialise", "to_tree"),
+}
+_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
+
+
+def __getattr__(name: str):
+    module = _MODULE_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+__all__ = sorted(_MODULE_OF)

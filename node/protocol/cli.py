@@ -16,10 +16,6 @@ import argparse
 from pathlib import Path
 
 from .codes import Version
-from .confirm import classify
-from .errors import ProtocolError
-from .reader import parse_element
-from .safe_xml import parse_xml
 
 
 def register(subparsers) -> None:
@@ -39,6 +35,11 @@ def register(subparsers) -> None:
 
 def check(data: bytes, version: Version | None = None) -> str | None:
     """None if ``data`` is a valid message, else the one-line reason."""
+    # The codec (lxml, the schemas) only when a file is checked, not to build the CLI.
+    from .confirm import classify
+    from .errors import ProtocolError
+    from .reader import parse_element
+    from .safe_xml import parse_xml
     from .schema import validation_errors
 
     try:
