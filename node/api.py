@@ -3,9 +3,11 @@
 Handlers only translate between HTTP and the service: parse the query or
 JSON body, call one service method, map its exceptions to status codes.
 
-- 400: the input is wrong (``{"error": ..., "errors": {field: message}}``)
+- 400: the input is wrong (``{"error": ..., "errors": {field: message}}``): a request
+  form with problems, or a malformed action body (``StaffActionInvalid``: unknown
+  action, a field missing or of the wrong type; one message per field)
 - 404: no such request
-- 409: the action is not allowed now (``StaffActionError``: the text says why)
+- 409: the action is well formed but not allowed now (``StaffActionError``: the text says why)
 """
 
 from __future__ import annotations
@@ -17,8 +19,9 @@ from typing import Any
 
 from aiohttp import web
 
+from . import borrowing_ops, reachability
 from .borrower.form import FormError
-from .machine import StaffActionError
+from .machine import StaffActionError, StaffActionInvalid
 from .service import NotFound
 from .store import outbox_repo, repo
 
@@ -55,6 +58,8 @@ async def api_errors(request: web.Request, handler: Handler) -> web.StreamRespon
         return await handler(request)
     except FormError as exc:
         return _error(400, "the request form has problems", errors=exc.problems)
+    except StaffActionInvalid as exc:
+        return _error(400, f"the action has problems: {exc}", errors=exc.problems)
     except StaffActionError as exc:
         return _error(409, str(exc))
     except NotFound as exc:
@@ -106,7 +111,7 @@ async def list_requests(request: web.Request) -> web.Response:
             conn, _role(request), status=q.get("status"), partner=q.get("partner"),
             q=q.get("q"), needs_attention=None if attention is None else attention in ("1", "true"),
             limit=_int(request, "limit", 50), offset=_int(request, "offset", 0, 10**9),
-            extra=side_filters(request) if side_filters else (),
+            cursor=q.get("cursor") or None, extra=side_filters(request) if side_filters else (),
         )
     return _json(found)
 
@@ -136,6 +141,14 @@ async def get_closure(request: web.Request) -> web.Response:
         closure = await repo.closure(conn, kind, node.config)
     today = node.clock().date()
     return _json(_closure_view(kind, closure, today))
+
+
+async def patron_closure(request: web.Request) -> web.Response:
+    """The borrowing closure as patrons may read it: the patron page shows it as a notice."""
+    node = _node(request)
+    async with node.engine.connect() as conn:
+        closure = await repo.closure(conn, "borrowing", node.config)
+    return _json(_closure_view("borrowing", closure, node.clock().date()))
 
 
 def _closure_view(kind: str, closure, today: date) -> dict[str, Any]:
@@ -202,7 +215,34 @@ async def patron_requests(request: web.Request) -> web.Response:
     return _json({"requests": found["requests"]})
 
 
+async def whoami(request: web.Request) -> web.Response:
+    """The signed-in account: name, role, the sides it may act on (node/staff_auth.py)."""
+    from .staff_auth import IDENTITY
+
+    return _json(request[IDENTITY].describe())
+
+
+async def patron_renew(request: web.Request) -> web.Response:
+    """``POST /api/patron/{patron_id}/requests/{id}/renew`` ``{"note"?, "due_date"?}``:
+    the patron asks to renew their loan (``Renew`` to the lender).  A patron token
+    reaches only its own patron id; a request of another patron is 404.  Answers the
+    request as the patron sees it (``renewal_requested`` true); 409 when a renewal
+    cannot be asked now (not on loan, recalled, already asked)."""
+    data = await _body(request) if request.can_read_body else {}
+    view = await borrowing_ops.patron_renew(
+        _node(request), request.match_info["patron_id"], request.match_info["id"], data)
+    return _json(view)
+
+
 # -- admin -----------------------------------------------------------------------------
+
+
+async def admin_partners(request: web.Request) -> web.Response:
+    return _json({"partners": await reachability.partners(_node(request))})
+
+
+async def check_partner(request: web.Request) -> web.Response:
+    return _json(await reachability.check(_node(request), request.match_info["symbol"]))
 
 
 async def reload_config(request: web.Request) -> web.Response:
@@ -244,9 +284,14 @@ def setup_api(app: web.Application) -> None:
     app.router.add_post("/api/borrowing/requests", create_borrowing)
     app.router.add_post("/api/patron/requests", patron_create)
     app.router.add_get("/api/patron/{patron_id}/requests", patron_requests)
+    app.router.add_post("/api/patron/{patron_id}/requests/{id}/renew", patron_renew)
+    app.router.add_get("/api/patron/closure", patron_closure)
+    app.router.add_get("/api/whoami", whoami)
     app.router.add_post("/api/admin/reload", reload_config)
     app.router.add_get("/api/admin/outbox", list_outbox)
     app.router.add_post("/api/admin/outbox/{id}/retry", retry_outbox)
+    app.router.add_get("/api/admin/partners", admin_partners)
+    app.router.add_post("/api/admin/partners/{symbol}/check", check_partner)
     from . import api_borrowing, api_lending
 
     api_lending.setup(app)

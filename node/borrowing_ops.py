@@ -124,6 +124,32 @@ async def return_by_barcode(node, barcode: Any, *, actor: str,
     return view
 
 
+async def patron_renew(node, patron_id: str, public_id: str,
+                       data: dict[str, Any]) -> dict[str, Any]:
+    """A patron asks to renew their own loan: the same ``renew`` action staff run
+    (``Renew`` to the lender; fields ``note``, ``due_date``), recorded as
+    ``patron:<id>``.  Someone else's request is "not found", so a patron learns
+    nothing about it."""
+    async with node.engine.connect() as conn:
+        view = await repo.view_by_public_id(conn, "borrowing", public_id)
+    if view is None or view["patron_id"] != patron_id:
+        raise NotFound(f"patron {patron_id} has no request {public_id}")
+    actor = f"patron:{patron_id}"
+    view = await node.staff_action("borrowing", public_id,
+                                   {**data, "action": "renew", "actor": actor}, actor=actor)
+    return patron_view(view)
+
+
+def patron_view(view: dict[str, Any]) -> dict[str, Any]:
+    """What a patron sees of their request: no internal notes, no protocol log."""
+    state = view["state"]
+    return {
+        "id": view["id"], "title": view["title"], "status": view["status"],
+        "status_label": S(view["status"]).label, "due_date": state.get("due_date"),
+        "renewal_requested": state.get("pending_renew") is not None,
+    }
+
+
 async def notices(node, public_id: str) -> list[dict[str, Any]]:
     async with node.engine.connect() as conn:
         found = await borrowing_repo.patron_notices(conn, public_id)

@@ -49,3 +49,15 @@ class Result(Generic[S]):
 
 class StaffActionError(Exception):
     """A staff or patron action that is not allowed now; the text says why."""
+
+
+class StaffActionInvalid(ValueError):
+    """A staff or patron action that is malformed: an unknown action, a missing
+    field, a field of the wrong type.  ``problems`` maps each field ("action"
+    for the name itself) to what is wrong with it, so every problem is told at once."""
+
+    def __init__(self, action: str | None, problems: dict[str, str]):
+        self.action = action
+        self.problems = dict(problems)
+        listed = "; ".join(f"{name}: {text}" for name, text in self.problems.items())
+        super().__init__(f"{action}: {listed}" if action else listed)

@@ -35,7 +35,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
 
-from ..machine import Effect, HistoryEntry, Result, StaffActionError
+from ..machine import Effect, HistoryEntry, Result, StaffActionError, StaffActionInvalid
 from ..protocol.codes import (
     OPEN_LISTS,
     Action,
@@ -157,6 +157,7 @@ _LABELS = {
 }
 
 FINAL_STATES = frozenset({S.COMPLETE, S.CANCELLED, S.COPY_DELIVERED})
+CLOSED_WITHOUT_RETURN = "completed without return (lost)"  # end_reason
 BEFORE_SHIPPING = (S.SENT, S.EXPECT_TO_SUPPLY, S.WILL_SUPPLY, S.CONDITIONAL)
 WITH_US = (S.RECEIVED, S.ON_HOLD, S.ON_LOAN, S.RETURNED_BY_PATRON)  # the item is here
 LOAN_STATES = (S.SHIPPED, *WITH_US, S.RENEW_REQUESTED, S.OVERDUE, S.RECALLED)
@@ -497,20 +498,21 @@ class StaffAction:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> StaffAction:
+        """Build the action; :class:`StaffActionInvalid` names every field that is
+        unknown, missing or of the wrong type."""
         if not isinstance(data, Mapping):
-            raise StaffActionError("a staff action must be a JSON object")
+            raise StaffActionInvalid(None, {"action": "a staff action must be a JSON object"})
         name = data.get("action")
-        if name not in _ACTIONS:
-            raise StaffActionError(
-                f"unknown action {name!r}; one of: {', '.join(sorted(_ACTIONS))}"
-            )
+        if not isinstance(name, str) or name not in _ACTIONS:
+            raise StaffActionInvalid(None, {
+                "action": f"unknown action {name!r}; one of: {', '.join(sorted(_ACTIONS))}"})
         _inp, required, optional = _ACTIONS[name]
-        problems: list[str] = []
+        problems: dict[str, str] = {}
         for key in sorted(set(data) - required - optional - {"action", "actor"}):
-            problems.append(f"{key!r} is not a field of {name!r}")
+            problems[key] = f"not a field of {name!r}"
         for key in sorted(required):
             if data.get(key) in (None, "", []):
-                problems.append(f"{key!r} is required")
+                problems[key] = "is required"
         kwargs: dict[str, Any] = {"action": name}
         for key, value in data.items():
             if key == "action" or value is None or key not in required | optional | {"actor"}:
@@ -518,9 +520,9 @@ class StaffAction:
             try:
                 kwargs[key] = _ACTION_FIELD[key](value)
             except (TypeError, ValueError) as exc:
-                problems.append(f"{key!r} {exc}")
+                problems.setdefault(key, str(exc))
         if problems:
-            raise StaffActionError(f"{name}: " + "; ".join(problems))
+            raise StaffActionInvalid(name, problems)
         return cls(**kwargs)
 
     def to_json(self) -> dict[str, Any]:
@@ -1265,16 +1267,28 @@ def _recv_loan_completed(req, msg: SAM, ctx, out):
     return replace(req, end_reason="loan completed", pending_renew=None)
 
 
-def _recv_completed_without_return(req, msg: SAM, ctx, out):
+def _lender_costs(msg: SAM) -> tuple[Money, ...]:
     costs = _money(msg.message_info.offered_costs)
     if msg.delivery_info is not None:
         costs += _money(msg.delivery_info.delivery_costs)
+    return costs
+
+
+def _recv_completed_without_return(req, msg: SAM, ctx, out):
     note = _clean(msg.message_info.note)
-    req = _charge(req, out, costs, "completed without return")
+    req = _charge(req, out, _lender_costs(msg), "completed without return")
     _items(req, out, "removed")
     out.log("completed_without_return", f"{req.partner} closed the loan without return"
             + (f": {note}" if note else ""))
-    return replace(req, end_reason="completed without return (lost)", pending_renew=None)
+    return replace(req, end_reason=CLOSED_WITHOUT_RETURN, pending_renew=None)
+
+
+def _recv_charges_after_closing(req, msg: SAM, ctx, out):
+    """CompletedWithoutReturn again, after the loan was closed so: the lender's charges
+    for the lost item, sent later (a 2021 ``Lost`` is answered at once, the bill after)."""
+    if req.end_reason != CLOSED_WITHOUT_RETURN:
+        raise _illegal(req, I.RECV_COMPLETED_WITHOUT_RETURN, msg)
+    return _charge(req, out, _lender_costs(msg), "completed without return")
 
 
 def _recv_renew_yes(req, msg: SAM, ctx, out):
@@ -1653,6 +1667,7 @@ _rows(_ANSWERING, I.RECV_CANCELLED, _recv_cancelled, None)
 _rows((*_ANSWERING, S.SHIPPED), I.RECV_COPY_COMPLETED, _recv_copy_completed, S.COPY_DELIVERED)
 _rows(_COMPLETABLE, I.RECV_LOAN_COMPLETED, _recv_loan_completed, S.COMPLETE)
 _rows(_COMPLETABLE, I.RECV_COMPLETED_WITHOUT_RETURN, _recv_completed_without_return, S.COMPLETE)
+_rows(S.COMPLETE, I.RECV_COMPLETED_WITHOUT_RETURN, _recv_charges_after_closing, None)
 _rows(S.RENEW_REQUESTED, I.RECV_RENEW_RESPONSE_YES, _recv_renew_yes, None)
 _rows(S.RENEW_REQUESTED, I.RECV_RENEW_RESPONSE_NO, _recv_renew_no, None)
 _rows(S.CANCEL_REQUESTED, I.RECV_CANCEL_RESPONSE_YES, _recv_cancel_yes, None)

@@ -38,7 +38,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any, ClassVar, Protocol
 
-from ..machine import Effect, HistoryEntry, Result, StaffActionError
+from ..machine import Effect, HistoryEntry, Result, StaffActionError, StaffActionInvalid
 from ..protocol.codes import (
     OPEN_LISTS,
     Action,
@@ -318,6 +318,7 @@ class LendingTransaction:
     conditions_note: str | None = None
     conditions_accepted: bool | None = None
     renewals: int = 0
+    recalled_at: datetime | None = None  # staff recalled the item: no renewals from then on
     pending_renew: Pending | None = None
     pending_cancel: Pending | None = None
     unread: tuple[PartnerNote, ...] = ()
@@ -397,7 +398,11 @@ def _hints(cls: type) -> dict[str, Any]:
 
 
 class _LoadError(ValueError):
-    pass
+    """What is wrong (``problem``) with the JSON value at ``where`` (e.g. ``ship.due_date``)."""
+
+    def __init__(self, where: str, problem: str):
+        self.where, self.problem = where, problem
+        super().__init__(f"{where}: {problem}")
 
 
 def _load(tp: Any, value: Any, where: str) -> Any:
@@ -408,83 +413,83 @@ def _load(tp: Any, value: Any, where: str) -> Any:
         if value is None:
             if len(args) < len(typing.get_args(tp)):
                 return None
-            raise _LoadError(f"{where}: may not be null")
+            raise _LoadError(where, "may not be null")
         return _load(args[0], value, where)
     if origin is tuple:
         if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
-            raise _LoadError(f"{where}: expected a list, got {value!r}")
+            raise _LoadError(where, f"expected a list, got {value!r}")
         (item_type, _ellipsis) = typing.get_args(tp)
         return tuple(_load(item_type, v, f"{where}[{i}]") for i, v in enumerate(value))
     if origin is dict or tp is dict:
         if not isinstance(value, dict):
-            raise _LoadError(f"{where}: expected an object, got {value!r}")
+            raise _LoadError(where, f"expected an object, got {value!r}")
         return dict(value)
     if tp is Any:
         return value
     if is_dataclass(tp):
         if not isinstance(value, Mapping):
-            raise _LoadError(f"{where}: expected an object, got {value!r}")
+            raise _LoadError(where, f"expected an object, got {value!r}")
         hints = _hints(tp)
         known = {f.name for f in fields(tp) if f.init}
         unknown = set(value) - known
         if unknown:
-            raise _LoadError(f"{where}: unknown field(s) {', '.join(sorted(unknown))}")
+            raise _LoadError(where, f"unknown field(s) {', '.join(sorted(unknown))}")
         kwargs = {}
         for f in fields(tp):
             if not f.init:
                 continue
             if f.name not in value:
                 if f.default is MISSING and f.default_factory is MISSING:
-                    raise _LoadError(f"{where}: missing field {f.name}")
+                    raise _LoadError(where, f"missing field {f.name}")
                 continue
             kwargs[f.name] = _load(hints[f.name], value[f.name], f"{where}.{f.name}")
         try:
             return tp(**kwargs)
         except (TypeError, ValueError) as exc:
-            raise _LoadError(f"{where}: {exc}") from None
+            raise _LoadError(where, str(exc)) from None
     if isinstance(tp, type) and issubclass(tp, enum.Enum):
         try:
             return tp(value)
         except ValueError:
             raise _LoadError(
-                f"{where}: {value!r} is not one of {', '.join(m.value for m in tp)}"
+                where, f"{value!r} is not one of {', '.join(m.value for m in tp)}"
             ) from None
     if tp is datetime:
         try:
             result = datetime.fromisoformat(value)
         except (TypeError, ValueError):
-            raise _LoadError(f"{where}: expected an ISO date-time, got {value!r}") from None
+            raise _LoadError(where, f"expected an ISO date-time, got {value!r}") from None
         if result.tzinfo is None:
-            raise _LoadError(f"{where}: date-time {value!r} has no time zone")
+            raise _LoadError(where, f"date-time {value!r} has no time zone")
         return result
     if tp is date:
         try:
             return date.fromisoformat(value)
         except (TypeError, ValueError):
-            raise _LoadError(f"{where}: expected a date YYYY-MM-DD, got {value!r}") from None
+            raise _LoadError(where, f"expected a date YYYY-MM-DD, got {value!r}") from None
     if tp is Decimal:
         if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-            raise _LoadError(f"{where}: expected an amount, got {value!r}")
+            raise _LoadError(where, f"expected an amount, got {value!r}")
         try:
             amount = Decimal(str(value).strip())
         except InvalidOperation:
-            raise _LoadError(f"{where}: expected an amount, got {value!r}") from None
+            raise _LoadError(where, f"expected an amount, got {value!r}") from None
         if not amount.is_finite():
-            raise _LoadError(f"{where}: expected an amount, got {value!r}")
+            raise _LoadError(where, f"expected an amount, got {value!r}")
         return amount
     if tp is bool:
         if not isinstance(value, bool):
-            raise _LoadError(f"{where}: expected true or false, got {value!r}")
+            raise _LoadError(where, f"expected true or false, got {value!r}")
         return value
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise _LoadError(f"{where}: expected a whole number, got {value!r}")
+            raise _LoadError(where, f"expected a whole number, got {value!r}")
         return value
     if tp is str:
         if not isinstance(value, str):
-            raise _LoadError(f"{where}: expected text, got {value!r}")
+            raise _LoadError(where, f"expected text, got {value!r}")
         return value
-    raise _LoadError(f"{where}: cannot load type {tp!r}")  # pragma: no cover
+    raise _LoadError(where, f"cannot load type {tp!r}")  # pragma: no cover
 
 
 # -- staff actions ---------------------------------------------------------------
@@ -512,21 +517,34 @@ class StaffAction:
 
     @staticmethod
     def from_json(data: Mapping[str, Any]) -> StaffAction:
-        """Build the action named by ``data["action"]``; :class:`StaffActionError`
-        says exactly what is wrong."""
+        """Build the action named by ``data["action"]``; :class:`StaffActionInvalid`
+        names every field that is unknown, missing or of the wrong type."""
         if not isinstance(data, Mapping):
-            raise StaffActionError(f"a staff action must be a JSON object, got {data!r}")
+            raise StaffActionInvalid(None, {"action": f"a staff action must be a JSON object, "
+                                                      f"got {data!r}"})
         name = data.get("action")
         cls = STAFF_ACTIONS.get(name) if isinstance(name, str) else None
         if cls is None:
-            raise StaffActionError(
-                f"unknown staff action {name!r}; expected one of {', '.join(STAFF_ACTIONS)}"
-            )
-        body = {k: v for k, v in data.items() if k != "action"}
-        try:
-            return _load(cls, body, name)
-        except _LoadError as exc:
-            raise StaffActionError(str(exc)) from None
+            raise StaffActionInvalid(None, {"action": f"unknown staff action {name!r}; expected "
+                                                      f"one of {', '.join(STAFF_ACTIONS)}"})
+        hints = _hints(cls)
+        known = {f.name: f for f in fields(cls) if f.init}
+        problems: dict[str, str] = {}
+        kwargs: dict[str, Any] = {}
+        for key in sorted(set(data) - set(known) - {"action"}):
+            problems[key] = f"not a field of {name}"
+        for key, f in known.items():
+            if key not in data:
+                if f.default is MISSING and f.default_factory is MISSING:
+                    problems[key] = "missing"
+                continue
+            try:
+                kwargs[key] = _load(hints[key], data[key], key)
+            except _LoadError as exc:
+                problems[exc.where] = exc.problem
+        if problems:
+            raise StaffActionInvalid(name, problems)
+        return cls(**kwargs)
 
 
 @frozen
@@ -546,11 +564,12 @@ class ExpectToSupply(StaffAction):
 
 @frozen
 class AddConditions(StaffAction):
-    """Offer to supply on conditions (LoanCondition codes, e.g. LibraryUseOnly)."""
+    """Offer to supply on conditions (LoanCondition codes, e.g. LibraryUseOnly) and/or
+    at a cost; at least one of the two."""
 
     NAME: ClassVar[str] = "add_conditions"
     INPUT: ClassVar[LendingInput] = In.STAFF_ADD_CONDITIONS
-    conditions: tuple[str, ...]
+    conditions: tuple[str, ...] = ()
     note: str | None = None
     cost: Money | None = None
 
@@ -1147,7 +1166,7 @@ def _renew_answer(tx, ctx, due: date | None, note: str | None, actor: str):
 def _on_renew(tx, msg, ctx, target):
     tx = _with_note(tx, ctx, "Renew", msg.note)
     asked = _entry("renew_requested", _peer(tx), "The borrower asks to renew.", note=msg.note)
-    if tx.state is S.RECALLED:
+    if tx.recalled_at is not None or tx.state is S.RECALLED:  # also once overdue after it
         result = _renew_answer(tx, ctx, None, "The item has been recalled.", "system")
     elif ctx.policy.auto_renew:
         result = _renew_answer(tx, ctx, _renewed_due(tx, ctx), None, "system")
@@ -1193,13 +1212,15 @@ def _staff_expect_to_supply(tx, action: ExpectToSupply, ctx, target):
 
 
 def _staff_add_conditions(tx, action: AddConditions, ctx, target):
-    if not action.conditions:
-        raise StaffActionError("add_conditions: give at least one condition")
+    if not action.conditions and action.cost is None:
+        raise StaffActionInvalid(action.NAME, {"conditions": "give at least one condition "
+                                                             "or a cost"})
     codes = tuple(normalise_open("LoanCondition", c) for c in action.conditions)
-    names = ", ".join(c.value for c in codes)
+    names = ", ".join([c.value for c in codes] + ([f"a cost of {action.cost}"] if action.cost
+                                                   else []))
     note = _join(f"We can supply on these conditions: {names}.", action.note,
                  "Please reply with a message starting ACCEPT or REJECT.")
-    delivery = DeliveryInfo(date_sent=ctx.now, loan_condition=codes)
+    delivery = DeliveryInfo(date_sent=ctx.now, loan_condition=codes) if codes else None
     message, entry = _status_answer(tx, ctx, action, Status.WILL_SUPPLY, "sent_conditions",
                                     f"Conditions offered: {names}.", note=note,
                                     offered_costs=_costs(action.cost), delivery=delivery)
@@ -1208,16 +1229,17 @@ def _staff_add_conditions(tx, action: AddConditions, ctx, target):
     return Result(state=new, send=(message,), history=(entry,))
 
 
-def _checked_code(list_name: str, value: str, what: str) -> str:
+def _checked_code(list_name: str, value: str, action: str, field: str) -> str:
+    """``value`` as spelled in the standard list; any other value is a malformed action."""
     known = OPEN_LISTS[list_name]
     for candidate in known:
         if candidate.lower() == value.strip().lower():
             return candidate
-    raise StaffActionError(f"{what}: {value!r} is not one of {', '.join(sorted(known))}")
+    raise StaffActionInvalid(action, {field: f"{value!r} is not one of {', '.join(sorted(known))}"})
 
 
 def _staff_reject(tx, action: Reject, ctx, target):
-    reason = _checked_code("ReasonUnfilled", action.reason, "reject: reason")
+    reason = _checked_code("ReasonUnfilled", action.reason, action.NAME, "reason")
     message, entry = _status_answer(tx, ctx, action, Status.UNFILLED, "sent_Unfilled",
                                     f"Unfilled ({reason})" + (f": {action.note}" if action.note
                                                               else "."),
@@ -1226,7 +1248,7 @@ def _staff_reject(tx, action: Reject, ctx, target):
 
 
 def _staff_retry_possible(tx, action: OfferRetry, ctx, target):
-    reason = _checked_code("ReasonRetry", action.reason, "retry_possible: reason")
+    reason = _checked_code("ReasonRetry", action.reason, action.NAME, "reason")
     if action.retry_after and action.retry_before and action.retry_before <= action.retry_after:
         raise StaffActionError("retry_possible: retry_before must be after retry_after")
     message, entry = _status_answer(
@@ -1354,13 +1376,25 @@ def _staff_lost(tx, action: MarkLost, ctx, target):
     )
 
 
+def _staff_charge_after_lost(tx, action: MarkLost, ctx, target):
+    """The borrower reported the item lost (we answered CompletedWithoutReturn at once):
+    staff record the replacement charge afterwards, once, sent as ``deliveryCosts``."""
+    if action.charge is None:
+        raise StaffActionError("lost: the loan is already completed without return; "
+                               "give the charge to record")
+    if tx.charges:
+        raise StaffActionError(f"lost: a charge of {tx.charges[0].amount} "
+                               f"{tx.charges[0].currency} is already recorded")
+    return _staff_lost(tx, action, ctx, target)
+
+
 def _staff_recall(tx, action: Recall, ctx, target):
     due = action.due_date or tx.due_date
     message = _message(tx, ctx, reason=ReasonForMessage.STATUS_CHANGE, status=Status.RECALLED,
                        note=action.note or "Please return the item as soon as possible.",
                        due_date=due)
     return Result(
-        state=replace(tx, due_date=due, pending_renew=None), send=(message,),
+        state=replace(tx, due_date=due, pending_renew=None, recalled_at=ctx.now), send=(message,),
         history=(_entry("recalled", action.actor,
                         "Recalled" + (f", due {due.isoformat()}." if due else "."),
                         due_date=due, note=action.note),),
@@ -1419,6 +1453,8 @@ def _table() -> dict[tuple[LendingState, LendingInput], tuple[Handler, LendingSt
         (S.SHIPPED, In.TIMER_OVERDUE): (_timer_overdue, S.OVERDUE),
         (S.RECALLED, In.TIMER_OVERDUE): (_timer_overdue, S.OVERDUE),
         (S.RECALLED, In.RECV_RENEW): (_on_renew, S.RECALLED),  # always N
+        (S.COMPLETED_WITHOUT_RETURN, In.STAFF_LOST): (
+            _staff_charge_after_lost, S.COMPLETED_WITHOUT_RETURN),
     }
     stored = [s for s in S if s is not S.NEW]
     for s in stored:

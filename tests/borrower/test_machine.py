@@ -29,7 +29,7 @@ from node.borrower.machine import (
     tick,
 )
 from node.borrower.rota import EntryState, RotaEntry
-from node.machine import StaffActionError
+from node.machine import StaffActionError, StaffActionInvalid
 from node.protocol.codes import (
     Action,
     Code,
@@ -594,14 +594,16 @@ def test_delivery_failure_of_a_request_moves_on():
 
 
 def test_staff_action_json_errors_are_clear():
-    with pytest.raises(StaffActionError, match="unknown action 'fly'"):
+    with pytest.raises(StaffActionInvalid, match="unknown action 'fly'"):
         StaffAction.from_json({"action": "fly"})
-    with pytest.raises(StaffActionError) as err:
+    with pytest.raises(StaffActionInvalid) as err:
         StaffAction.from_json({"action": "receive", "barcodes": ["A", "A"], "colour": "red"})
-    assert "'colour' is not a field of 'receive'" in str(err.value)
-    assert "twice" in str(err.value)
-    with pytest.raises(StaffActionError, match="'reason' is required"):
-        StaffAction.from_json({"action": "cancel"})
+    assert err.value.problems["colour"] == "not a field of 'receive'"
+    assert "twice" in err.value.problems["barcodes"]
+    with pytest.raises(StaffActionInvalid, match="reason: is required") as err:
+        StaffAction.from_json({"action": "cancel", "notify_patron": "yes"})
+    assert err.value.problems == {"reason": "is required",
+                                  "notify_patron": "must be true or false"}
     a = StaffAction.from_json({"action": "rota_move", "symbol": B, "position": 0})
     assert StaffAction.from_json(a.to_json()) == a
 

@@ -4,13 +4,14 @@ Each test runs a borrowing library ("borrower") and one or more lending
 libraries of our own (or a stand-in foreign peer) through one of the
 borrowing workflows of the seeds (Alma staff workflows): create, rota,
 receive, renew, return, conditions, cancel, closures.  Every message our
-nodes write is checked against the official ISO 18626 v1.2 schema.
+nodes write is checked against the official ISO 18626 schema of its version.
 """
 
 from __future__ import annotations
 
 import asyncio
 import textwrap
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -36,14 +37,17 @@ from node.protocol.messages import (
     StatusInfo,
     SupplyingAgencyMessage,
 )
+from node import staff_auth
 from node.store import holdings_repo
 from node.store import tables as t
 from node.supplier.holdings import parse_csv
 from tests.harness import Network
 from tests.peer import Peer
 
-OFFICIAL_V1_2 = Path(__file__).resolve().parents[3] / "shared" / "iso18626" / "ISO-18626-v1_2.xsd"
-_schema: list[etree.XMLSchema] = []
+OFFICIAL = Path(__file__).resolve().parents[3] / "shared" / "iso18626"
+SCHEMA_FILES = {"1.2": "ISO-18626-v1_2.xsd", "2021-2": "ISO-18626-2021-2.xsd"}
+NS = "{http://illtransactions.org/2013/iso18626}"
+_schemas: dict[str, etree.XMLSchema] = {}
 
 HOLDINGS = textwrap.dedent("""\
     record_id,title,author,isbn,barcode,call_number,location,status
@@ -64,19 +68,24 @@ pickup_locations = ["MAIN", "BRANCH"]
 """
 
 
-def official_schema() -> etree.XMLSchema:
-    if not _schema:
+def official_schema(version: str = "1.2") -> etree.XMLSchema:
+    if version not in _schemas:
         parser = etree.XMLParser(resolve_entities=False, no_network=True)
-        _schema.append(etree.XMLSchema(etree.parse(str(OFFICIAL_V1_2), parser)))
-    return _schema[0]
+        _schemas[version] = etree.XMLSchema(
+            etree.parse(str(OFFICIAL / SCHEMA_FILES[version]), parser))
+    return _schemas[version]
 
 
 def assert_valid(raw: bytes | str, what: str = "message") -> None:
+    """Valid against the official schema of the version the message says it is (v1.2,
+    or 2021-2 to a partner configured to read it)."""
     if isinstance(raw, str):
         raw = raw.encode("utf-8")
-    schema = official_schema()
     doc = etree.fromstring(raw, etree.XMLParser(resolve_entities=False, no_network=True))
-    assert schema.validate(doc), f"{what} is not valid v1.2: {schema.error_log}\n{raw.decode()}"
+    version = doc.get(NS + "version", "1.2")
+    schema = official_schema(version)
+    assert schema.validate(doc), (
+        f"{what} is not valid {version}: {schema.error_log}\n{raw.decode()}")
 
 
 @pytest.fixture
@@ -90,7 +99,7 @@ async def net(tmp_path, database_factory):
 
 
 async def assert_all_sent_valid(lib) -> None:
-    """Every message this node wrote (and every confirmation it answered with) is valid v1.2."""
+    """Every message this node wrote (and every confirmation it answered with) is valid."""
     async with lib.node.engine.connect() as conn:
         rows = (await conn.execute(select(t.messages))).all()
     for row in rows:
@@ -651,6 +660,22 @@ async def test_error_confirmation_to_our_request_moves_on(net):
         await peer.stop()
 
 
+async def test_a_lender_never_reached_is_given_up_and_the_rota_moves_on(net):
+    dead = "ISIL:XX-DEAD"
+    net.add_peer(dead, "http://127.0.0.1:9/iso18626")  # nothing listens on port 9
+    borrower = net.add("borrower", sections=BORROWING, rota=[dead, "lender"])
+    lender = net.add("lender")
+    await net.start()
+    borrower.node.outbox.max_attempts = 2  # give up quickly (the harness allows 50)
+    await load_holdings(lender)
+    bid = (await create(borrower, BOOK))["id"]
+    view = await borrower.wait_for("borrowing", bid, "will_supply")
+    assert view["partner"] == lender.symbol
+    first = view["state"]["rota"][0]
+    assert first["state"] == "unfilled" and "request not accepted" in first["note"]
+    assert {"send_failed", "delivery_failed"} <= set(events(view))
+
+
 async def test_end_of_rota_then_rerequest_with_new_partners(net):
     borrower = net.add("borrower", rota=["empty"], sections=BORROWING + """
         [[rotas]]
@@ -777,3 +802,363 @@ async def test_receive_multi_volume_by_lender_id_and_return_by_barcode(net):
     await lender.wait_for("lending", lid, "RETURN_SHIPPED")
     await lender.act("lending", lid, action="check_in")
     await borrower.wait_for("borrowing", bid, "complete")
+
+
+# -- rota edits, status request, overdue, lost, costs, patron renewal, bad actions -----------
+
+
+async def rota_states(lib, bid: str) -> list[tuple[str, str]]:
+    view = await lib.request("borrowing", bid)
+    return [(e["symbol"], e["state"]) for e in view["state"]["rota"]]
+
+
+async def test_staff_edit_the_rota_and_cancel_the_active_partner(net):
+    borrower = net.add("borrower", sections=BORROWING, rota=["first", "second"])
+    first = net.add("first", sections=LENDER_BY_HAND)
+    second = net.add("second")
+    third = net.add("third")
+    await net.start()
+    for lib in (first, second, third):
+        await load_holdings(lib)
+    bid = (await create(borrower, BOOK))["id"]
+    lid = (await lending_request(first))["id"]
+    assert (await borrower.request("borrowing", bid))["status"] == "sent"
+
+    view = await borrower.act("borrowing", bid, action="rota_add", symbol=third.symbol)
+    assert "rota_add" in events(view)
+    view = await borrower.act("borrowing", bid, action="rota_move", symbol=third.symbol,
+                              position=0)
+    assert await rota_states(borrower, bid) == [
+        (first.symbol, "active"), (third.symbol, "pending"), (second.symbol, "pending")]
+    await borrower.act("borrowing", bid, action="rota_remove", symbol=second.symbol,
+                       note="slow to ship lately")
+    assert await rota_states(borrower, bid) == [
+        (first.symbol, "active"), (third.symbol, "pending"), (second.symbol, "removed")]
+
+    # Not allowed now (409) vs malformed (400).
+    code, err = await borrower.api("POST", f"/api/borrowing/requests/{bid}/actions",
+                                   json={"action": "rota_remove", "symbol": first.symbol})
+    assert code == 409 and "active partner" in err["error"]
+    code, err = await borrower.api("POST", f"/api/borrowing/requests/{bid}/actions",
+                                   json={"action": "rota_add", "symbol": "ISIL:XX-NOBODY"})
+    assert code == 409 and "not a configured partner" in err["error"]
+    code, err = await borrower.api("POST", f"/api/borrowing/requests/{bid}/actions",
+                                   json={"action": "rota_move", "symbol": third.symbol})
+    assert code == 400 and err["errors"] == {"position": "is required"}
+
+    # Cancel the active partner: Cancel goes out, and the rota moves on once it is confirmed.
+    view = await borrower.act("borrowing", bid, action="cancel_partner", note="too slow")
+    assert view["status"] == "cancel_requested" and view["partner"] == first.symbol
+    await first.wait_for("lending", lid, "CANCELLED")
+    view = await borrower.wait_for("borrowing", bid, "will_supply")
+    assert view["partner"] == third.symbol
+    assert await rota_states(borrower, bid) == [
+        (first.symbol, "cancelled"), (third.symbol, "active"), (second.symbol, "removed")]
+    kinds = [(m["direction"], m["action"] or m["reason"]) for m in view["messages"]]
+    assert ("out", "Cancel") in kinds and ("in", "CancelResponse") in kinds
+    code, found = await second.api("GET", "/api/lending/requests")
+    assert found["requests"] == []  # removed before it was asked
+
+
+async def test_status_request_to_the_lender(net):
+    borrower = net.add("borrower", sections=BORROWING)
+    lender = net.add("lender")
+    await net.start()
+    await load_holdings(lender)
+    bid = (await create(borrower, BOOK))["id"]
+    view = await borrower.wait_for("borrowing", bid, "will_supply")
+    lid = (await lending_request(lender, view))["id"]
+
+    view = await borrower.act("borrowing", bid, action="status_request")
+    assert view["status"] == "will_supply" and "status_request" in events(view)
+    await lender.wait_for("lending", lid, "WILL_SUPPLY")
+
+    async def answers() -> list[str]:
+        view = await borrower.request("borrowing", bid)
+        return [m["status"] for m in view["messages"]
+                if m["direction"] == "in" and m["reason"] == "StatusRequestResponse"]
+
+    for _ in range(200):
+        if await answers():
+            break
+        await asyncio.sleep(0.05)
+    assert await answers() == ["WillSupply"]
+    lending = await lender.request("lending", lid)
+    assert "status_request" in events(lending)
+
+    await lender.act("lending", lid, action="ship", barcodes=["LEND-B1"])
+    await borrower.wait_for("borrowing", bid, "shipped")
+    # Timestamps are whole seconds: the same ask within one second is the same message
+    # (a duplicate, answered once).
+    net.clock.advance(seconds=2)
+    await borrower.act("borrowing", bid, action="status_request")
+    for _ in range(200):
+        if len(await answers()) == 2:
+            break
+        await asyncio.sleep(0.05)
+    assert await answers() == ["WillSupply", "Loaned"]
+    assert (await borrower.request("borrowing", bid))["status"] == "shipped"
+
+
+async def test_overdue_from_the_due_date_by_the_daily_job(net):
+    peer = Peer(PEER)
+    net.add_peer(PEER, peer.endpoint)
+    borrower = net.add("borrower", sections=BORROWING, rota=[PEER])
+    await peer.start()
+    try:
+        await net.start()
+        bid = (await create(borrower, BOOK))["id"]
+        [request] = [e.message for e in await peer.wait_for(1)]
+        rari = request.header.requesting_agency_request_id
+        due = (net.clock() + timedelta(days=3)).replace(microsecond=0)
+        loaned = peer_sam(PEER, borrower.symbol, rari, Status.LOANED,
+                          reason=ReasonForMessage.STATUS_CHANGE)
+        loaned = Envelope(version=loaned.version, message=replace(
+            loaned.message, status_info=replace(loaned.message.status_info, due_date=due)))
+        status, body = await peer.send(borrower.endpoint, loaned)
+        assert status == 200 and b"OK" in body
+        await borrower.wait_for("borrowing", bid, "shipped")
+        await borrower.act("borrowing", bid, action="receive", barcodes=["TMP-9"])
+        await borrower.act("borrowing", bid, action="loan_to_patron")
+
+        assert await borrower.node.run_due_timers() == 0  # not due yet
+        assert (await borrower.request("borrowing", bid))["status"] == "on_loan"
+        net.clock.advance(days=4)
+        await borrower.node.run_due_timers()
+        view = await borrower.wait_for("borrowing", bid, "overdue")
+        assert "overdue" in events(view)
+        code, notices = await borrower.api("GET", f"/api/borrowing/requests/{bid}/notices")
+        [notice] = [n for n in notices["notices"] if n["notice"] == "overdue"]
+        assert due.date().isoformat() in notice["text"]
+        code, found = await borrower.api("GET", "/api/borrowing/requests?status=overdue")
+        assert [r["id"] for r in found["requests"]] == [bid]
+        await borrower.node.run_due_timers()
+        view = await borrower.request("borrowing", bid)
+        assert events(view).count("overdue") == 1  # flagged once
+        assert len(peer.received) == 2  # Request, Received; the job tells the lender nothing
+
+        # Overdue loans can still be returned to the lender.
+        view = await borrower.act("borrowing", bid, action="return_to_partner")
+        assert view["status"] == "returned_to_partner"
+    finally:
+        await peer.stop()
+
+
+async def test_lost_by_the_patron_with_the_lenders_charges(net):
+    borrower = net.add("borrower", sections=BORROWING)
+    lender = net.add("lender")
+    await net.start()
+    await load_holdings(lender)
+    bid, lid, view = await shipped_and_on_loan(borrower, lender)
+
+    view = await borrower.act("borrowing", bid, action="lost", note="left on a train")
+    assert view["status"] == "lost"
+    lending = await _until(lambda: lender.request("lending", lid),
+                           lambda v: v["state"]["unread"])
+    assert lending["status"] == "SHIPPED" and lending["needs_attention"]
+    assert "left on a train" in lending["state"]["unread"][-1]["note"]
+    assert "charges" in lending["state"]["unread"][-1]["note"]
+
+    await lender.act("lending", lid, action="lost", charge={"amount": "45.50", "currency": "EUR"},
+                     note="replacement and processing")
+    view = await borrower.wait_for("borrowing", bid, "complete")
+    [charge] = view["state"]["charges"]
+    assert (charge["amount"], charge["currency"], charge["partner"]) == (
+        "45.50", "EUR", lender.symbol)
+    assert "charge" in events(view)
+    assert view["state"]["end_reason"].startswith("completed without return")
+
+
+async def _until(fetch, ok, timeout: float = 10.0):
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        value = await fetch()
+        if ok(value):
+            return value
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"condition not reached: {value}")
+        await asyncio.sleep(0.05)
+
+
+async def test_costs_within_the_patrons_maximum_are_accepted_automatically(net):
+    borrower = net.add("borrower", sections=BORROWING, rota=["lender"])
+    strict = net.add("strict", sections=BORROWING + "auto_accept_costs = false\n",
+                     rota=["lender"])
+    lender = net.add("lender", sections=LENDER_BY_HAND)
+    await net.start()
+    await load_holdings(lender)
+    paying = {**BOOK, "willing_to_pay": True, "max_fee": "20", "currency": "EUR"}
+
+    async def offered(lib, form, amount: str) -> tuple[str, str]:
+        bid = (await create(lib, form))["id"]
+        view = await lib.wait_for("borrowing", bid, "sent")
+        lid = (await lending_request(lender, view))["id"]
+        await lender.act("lending", lid, action="add_conditions",
+                         cost={"amount": amount, "currency": "EUR"})
+        return bid, lid
+
+    within, lid = await offered(borrower, paying, "15")
+    view = await borrower.wait_for("borrowing", within, "will_supply")
+    [offer] = view["state"]["conditions"]
+    assert (offer["answer"], offer["answered_by"]) == ("accepted", "system")
+    assert "accepted_conditions" in events(view)
+    lending = await lender.wait_for("lending", lid, "WILL_SUPPLY")
+    assert lending["state"]["conditions_accepted"] is True
+
+    over, lid = await offered(borrower, {**paying, "isbn": "9780142437247",
+                                         "title": "Moby Dick"}, "25")
+    view = await borrower.wait_for("borrowing", over, "conditional")
+    assert view["needs_attention"] and view["state"]["conditions"][0]["answer"] is None
+    assert (await lender.request("lending", lid))["status"] == "CONDITIONAL"
+
+    held, lid = await offered(strict, {**paying, "patron_id": "P-300"}, "5")
+    view = await strict.wait_for("borrowing", held, "conditional")
+    assert view["state"]["conditions"][0]["answer"] is None
+    await asyncio.sleep(0.3)
+    assert (await lender.request("lending", lid))["status"] == "CONDITIONAL"
+
+
+async def test_malformed_action_bodies_answer_400_per_field(net):
+    borrower = net.add("borrower", sections=BORROWING)
+    lender = net.add("lender", sections=LENDER_BY_HAND)
+    await net.start()
+    bid = (await create(borrower, BOOK))["id"]
+    await lending_request(lender)
+    path = f"/api/borrowing/requests/{bid}/actions"
+    before = await history_count(borrower, bid)
+    for body, problems in [
+        ({"action": "fly"}, {"action": "unknown action 'fly'"}),
+        ({"note": "x"}, {"action": "unknown action None"}),
+        ({"action": {"name": "cancel"}}, {"action": "unknown action"}),
+        ({"action": "cancel", "notify_patron": "yes", "colour": "red"},
+         {"reason": "is required", "notify_patron": "must be true or false",
+          "colour": "not a field of 'cancel'"}),
+        ({"action": "rota_move", "symbol": lender.symbol, "position": -1},
+         {"position": "must be a whole number"}),
+        ({"action": "renew", "due_date": "soon"}, {"due_date": "must be a date"}),
+        ({"action": "receive", "barcodes": ["A", "A"]}, {"barcodes": "twice"}),
+    ]:
+        code, err = await borrower.api("POST", path, json=body)
+        assert code == 400, (body, err)
+        assert set(err["errors"]) == set(problems), (body, err)
+        for field, text in problems.items():
+            assert text in err["errors"][field], (body, err)
+            assert text in err["error"]
+    async with borrower.http.post(borrower.url + path, data=b"not json") as resp:
+        assert resp.status == 400 and "JSON object" in (await resp.json())["error"]
+    code, err = await borrower.api("POST", path, json={"action": "renew"})
+    assert code == 409 and "renewal" in err["error"]  # well formed, not now
+    assert await history_count(borrower, bid) == before
+
+
+PATRON_SECRET = "a-patron-secret-for-the-tests"
+STAFF_TOKEN = "ills_desk-token"
+
+
+async def as_patron(lib, patron_id: str, method: str, path: str, json=None) -> tuple[int, dict]:
+    token = staff_auth.patron_token(PATRON_SECRET, patron_id)
+    async with lib.http.request(method, lib.url + path, json=json,
+                                headers={"Authorization": f"Bearer {token}"}) as resp:
+        return resp.status, await resp.json()
+
+
+async def test_patron_asks_to_renew_their_own_loan(net):
+    borrower = net.add("borrower", sections=(
+        f'patron_secret = "{PATRON_SECRET}"\n{BORROWING}\n[[staff]]\nname = "desk"\n'
+        f'role = "staff"\ntoken_sha256 = "{staff_auth.token_sha256(STAFF_TOKEN)}"\n'))
+    borrower.token = STAFF_TOKEN
+    lender = net.add("lender")
+    await net.start()
+    await load_holdings(lender)
+    bid, lid, view = await shipped_and_on_loan(borrower, lender)
+    due = view["state"]["due_date"]
+    other = (await create(borrower, {**WHALE, "patron_id": "P-200"}))["id"]
+    mine = f"/api/patron/P-100/requests/{bid}/renew"
+
+    # Only the patron themselves; another patron's request is not found.
+    code, err = await as_patron(borrower, "P-200", "POST", mine)
+    assert code == 403
+    code, err = await as_patron(borrower, "P-100", "POST",
+                                f"/api/patron/P-100/requests/{other}/renew")
+    assert code == 404 and other in err["error"]
+    code, err = await as_patron(borrower, "P-100", "POST", mine,
+                                json={"due_date": "soon", "colour": "red"})
+    assert code == 400 and set(err["errors"]) == {"due_date", "colour"}
+    code, err = await as_patron(borrower, "P-200", "POST",
+                                f"/api/patron/P-200/requests/{other}/renew")
+    assert code == 409 and "renewal" in err["error"]  # not on loan yet
+
+    code, view = await as_patron(borrower, "P-100", "POST", mine,
+                                 json={"note": "exam week"})
+    assert code == 200, view
+    assert view == {"id": bid, "title": BOOK["title"], "status": "renew_requested",
+                    "status_label": view["status_label"], "due_date": due,
+                    "renewal_requested": True}
+    view = await borrower.wait_for("borrowing", bid, "on_loan")
+    assert view["state"]["due_date"] > due
+    assert any(h["event"] == "renew_requested" and h["actor"] == "patron:P-100"
+               for h in view["history"]), view["history"]
+    lending = await lender.request("lending", lid)
+    renew = [m for m in lending["messages"] if m["direction"] == "in" and m["action"] == "Renew"]
+    assert renew and "exam week" in renew[0]["raw"]
+    code, notices = await borrower.api("GET", f"/api/borrowing/requests/{bid}/notices")
+    assert any(n["notice"] == "renewed" for n in notices["notices"])
+
+    # Staff may use the patron route too (the desk on the patron's behalf).
+    code, view = await borrower.api("POST", mine)
+    assert code == 200 and view["renewal_requested"]
+
+
+async def test_lost_reported_to_a_2021_lender_then_its_charge(net):
+    borrower = net.add("borrower", sections=BORROWING)
+    lender = net.add("lender")
+    borrower.partner_auth["lender"] = 'iso18626_version = "2021-2"'
+    await net.start()
+    await load_holdings(lender)
+    bid, lid, view = await shipped_and_on_loan(borrower, lender)
+
+    await borrower.act("borrowing", bid, action="lost", note="left on a train")
+    # ISO 18626:2021 Lost: the lender closes the loan at once, without a charge yet.
+    view = await borrower.wait_for("borrowing", bid, "complete")
+    assert view["state"]["charges"] == []
+    lending = await lender.wait_for("lending", lid, "COMPLETED_WITHOUT_RETURN")
+    assert "partner_lost" in events(lending)
+    raw = [m["raw"] for m in view["messages"] if m["direction"] == "out" and m["action"] == "Lost"]
+    assert raw and 'version="2021-2"' in raw[0]
+
+    # The lender's staff bill it afterwards; the borrower records the charge.
+    await lender.act("lending", lid, action="lost", charge={"amount": "30", "currency": "EUR"})
+    view = await _until(lambda: borrower.request("borrowing", bid),
+                        lambda v: v["state"]["charges"])
+    assert view["status"] == "complete"
+    assert [(c["amount"], c["currency"]) for c in view["state"]["charges"]] == [("30", "EUR")]
+    code, err = await lender.api("POST", f"/api/lending/requests/{lid}/actions",
+                                 json={"action": "lost", "charge": {"amount": "5",
+                                                                    "currency": "EUR"}})
+    assert code == 409 and "already recorded" in err["error"]
+
+
+async def test_messages_and_notes_between_our_nodes(net):
+    borrower = net.add("borrower", sections=BORROWING)
+    lender = net.add("lender", sections=LENDER_BY_HAND)
+    await net.start()
+    bid = (await create(borrower, BOOK))["id"]
+    lid = (await lending_request(lender))["id"]
+
+    view = await borrower.act("borrowing", bid, action="note", note="patron prefers BRANCH")
+    assert view["state"]["notes"][0]["text"] == "patron prefers BRANCH"
+    view = await borrower.act("borrowing", bid, action="message", note="Is a loan possible?")
+    assert not view["needs_attention"]
+    lending = await _until(lambda: lender.request("lending", lid),
+                           lambda v: v["state"]["unread"])
+    assert lending["state"]["unread"][0]["note"] == "Is a loan possible?"
+    assert "patron prefers BRANCH" not in str(lending)  # internal notes stay home
+
+    await lender.act("lending", lid, action="message", note="Yes, checking the shelf")
+    view = await _until(lambda: borrower.request("borrowing", bid),
+                        lambda v: v["needs_attention"])
+    assert [(m["direction"], m["text"]) for m in view["state"]["messages"]] == [
+        ("out", "Is a loan possible?"), ("in", "Yes, checking the shelf")]
+    assert view["status"] == "sent"
+    view = await borrower.act("borrowing", bid, action="mark_read")
+    assert not view["needs_attention"]

@@ -6,7 +6,8 @@ records every SupplyingAgencyMessage our node sends; one runs two of our own
 nodes.  They follow the lending parts of the seeds (Alma staff workflows):
 auto-locate and automatic answers, "temporarily inactive for lending", pull,
 ship, renew, cancel, check-in, lost, conditions, overdue.  Every message our
-node sends is validated against the official ISO 18626 v1.2 schema.
+node sends is validated against the official ISO 18626 schema of its version
+(v1.2; 2021-2 for a partner configured to read it).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from node.protocol.codes import (
     RequestType,
     ServiceType,
     Status,
+    Version,
     YesNo,
 )
 from node.protocol.messages import ServiceInfo
@@ -40,8 +42,10 @@ from tests import builders
 from tests.harness import Network
 from tests.peer import Peer
 
-OFFICIAL_V1_2 = Path(__file__).resolve().parents[3] / "shared" / "iso18626" / "ISO-18626-v1_2.xsd"
-_schema: list[etree.XMLSchema] = []
+OFFICIAL = Path(__file__).resolve().parents[3] / "shared" / "iso18626"
+SCHEMA_FILES = {"1.2": "ISO-18626-v1_2.xsd", "2021-2": "ISO-18626-2021-2.xsd"}
+NS = "{http://illtransactions.org/2013/iso18626}"
+_schemas: dict[str, etree.XMLSchema] = {}
 
 PEER = "ISIL:XX-BORROWER"
 US = "ISIL:XX-LENDER"
@@ -70,19 +74,24 @@ def holdings_csv(today: date) -> str:
 # -- the schema oracle ----------------------------------------------------------------
 
 
-def official_schema() -> etree.XMLSchema:
-    if not _schema:
+def official_schema(version: str = "1.2") -> etree.XMLSchema:
+    if version not in _schemas:
         parser = etree.XMLParser(resolve_entities=False, no_network=True)
-        _schema.append(etree.XMLSchema(etree.parse(str(OFFICIAL_V1_2), parser)))
-    return _schema[0]
+        _schemas[version] = etree.XMLSchema(
+            etree.parse(str(OFFICIAL / SCHEMA_FILES[version]), parser))
+    return _schemas[version]
 
 
 def assert_valid(raw: bytes | str, what: str = "message") -> None:
+    """Valid against the official schema of the version the message says it is (v1.2,
+    or 2021-2 for partners configured to read it)."""
     if isinstance(raw, str):
         raw = raw.encode("utf-8")
-    schema = official_schema()
     doc = etree.fromstring(raw, etree.XMLParser(resolve_entities=False, no_network=True))
-    assert schema.validate(doc), f"{what} is not valid v1.2: {schema.error_log}\n{raw.decode()}"
+    version = doc.get(NS + "version", "1.2")
+    schema = official_schema(version)
+    assert schema.validate(doc), (
+        f"{what} is not valid {version}: {schema.error_log}\n{raw.decode()}")
 
 
 # -- fixtures and helpers -----------------------------------------------------------------
@@ -117,7 +126,7 @@ async def net(tmp_path, database_factory):
 
 
 async def assert_all_sent_valid(lib) -> None:
-    """Everything this node wrote (messages and confirmations) is valid v1.2."""
+    """Everything this node wrote (messages and confirmations) is valid for its version."""
     async with lib.node.engine.connect() as conn:
         rows = (await conn.execute(select(t.messages))).all()
     for row in rows:
@@ -147,11 +156,13 @@ class Borrower:
         kw.setdefault("title", TITLES.get(isbn, "A book nobody has"))
         return await self.send(builders.request(PEER, US, rari, isbn=isbn, **kw))
 
-    async def action(self, rari: str, act: Action, note: str | None = None, ok: bool = True):
-        return await self.send(builders.action(PEER, US, rari, act, note=note), ok=ok)
+    async def action(self, rari: str, act: Action, note: str | None = None, ok: bool = True,
+                     version: Version = Version.V1_2):
+        return await self.send(builders.action(PEER, US, rari, act, note=note, version=version),
+                               ok=ok)
 
     async def sams(self, count: int):
-        """Wait for ``count`` messages in all; every one must be valid v1.2."""
+        """Wait for ``count`` messages in all; every one must be valid."""
         envelopes = await self.peer.wait_for(count)
         for raw in self.peer.raw:
             assert_valid(raw, "a SupplyingAgencyMessage we sent")
@@ -308,7 +319,7 @@ async def test_auto_answer_off_leaves_the_answer_to_staff(net):
 
     code, err = await lender.api("POST", f"/api/lending/requests/{two}/actions",
                                  json={"action": "reject", "reason": "Sunbathing"})
-    assert code == 409 and "Sunbathing" in err["error"]
+    assert code == 400 and "Sunbathing" in err["errors"]["reason"]
     view = await lender.act("lending", two, action="reject", reason="notonshelf", by="anna")
     assert view["status"] == "UNFILLED"
     unfilled = await borrower.last(2)
@@ -723,3 +734,223 @@ async def _wait(fetch, ok, timeout: float = 10.0):
             raise AssertionError(f"condition not reached: {value}")
         await asyncio.sleep(0.05)
 
+
+
+# -- status request, recall, hold return, shipped forward, lost by the borrower -------------
+
+
+async def test_status_request_answered_with_our_current_status(net):
+    lender, borrower = await start(net)
+    due = lender.node.clock().date() + timedelta(days=14)
+    await borrower.request("status-1", MOBY)
+    lid = (await borrower.last(1)).header.supplying_agency_request_id
+
+    await borrower.action("status-1", Action.STATUS_REQUEST)
+    answer = await borrower.last(2)
+    assert answer.message_info.reason_for_message is ReasonForMessage.STATUS_REQUEST_RESPONSE
+    assert answer.status_info.status is Status.WILL_SUPPLY
+    assert answer.status_info.due_date is None
+    assert answer.header.supplying_agency_request_id == lid
+
+    await lender.act("lending", lid, action="ship", due_date=due.isoformat())
+    await borrower.last(3)
+    await borrower.action("status-1", Action.STATUS_REQUEST, note="Has it left?")
+    answer = await borrower.last(4)
+    assert answer.message_info.reason_for_message is ReasonForMessage.STATUS_REQUEST_RESPONSE
+    assert answer.status_info.status is Status.LOANED
+    assert day(answer.status_info.due_date) == due
+    await borrower.quiet(4)
+    view = await lender.request("lending", lid)
+    assert view["status"] == "SHIPPED"
+    assert events(view).count("status_request") == 2
+    assert [n["note"] for n in view["state"]["unread"]] == ["Has it left?"]
+
+
+async def test_recall_refuses_renewal_and_the_item_comes_back(net):
+    lender, borrower = await start(net)
+    today = lender.node.clock().date()
+    await borrower.request("recall-1", MOBY)
+    lid = (await borrower.last(1)).header.supplying_agency_request_id
+    await lender.act("lending", lid, action="ship",
+                     due_date=(today + timedelta(days=28)).isoformat())
+    await borrower.last(2)
+
+    recall_due = today + timedelta(days=7)
+    view = await lender.act("lending", lid, action="recall", due_date=recall_due.isoformat(),
+                            note="Needed for a course reserve", by="anna")
+    assert view["status"] == "RECALLED"
+    assert view["state"]["due_date"] == recall_due.isoformat()
+    assert any(h["event"] == "recalled" and h["actor"] == "staff:anna" for h in view["history"])
+    recalled = await borrower.last(3)
+    assert recalled.status_info.status is Status.RECALLED
+    assert recalled.message_info.reason_for_message is ReasonForMessage.STATUS_CHANGE
+    assert day(recalled.status_info.due_date) == recall_due
+    assert recalled.message_info.note == "Needed for a course reserve"
+    assert await item_status(lender, "B-MOBY-1") == ("on_loan", today + timedelta(days=28))
+
+    code, err = await lender.api("POST", f"/api/lending/requests/{lid}/actions",
+                                 json={"action": "recall"})
+    assert code == 409 and "RECALLED" in err["error"]
+
+    await borrower.action("recall-1", Action.RENEW)
+    refused = await borrower.last(4)
+    assert refused.message_info.reason_for_message is ReasonForMessage.RENEW_RESPONSE
+    assert refused.message_info.answer_yes_no is YesNo.N
+    assert refused.status_info.status is Status.RECALLED
+    assert "recalled" in refused.message_info.note
+
+    # Past the recall date the loan is overdue, and still not renewable.
+    net.clock.advance(days=8)
+    await lender.wait_for("lending", lid, "OVERDUE")
+    overdue = await borrower.last(5)
+    assert overdue.status_info.status is Status.OVERDUE
+    assert day(overdue.status_info.due_date) == recall_due
+    await borrower.action("recall-1", Action.RENEW, note="Please, one more week")
+    refused = await borrower.last(6)
+    assert refused.message_info.answer_yes_no is YesNo.N
+    assert "recalled" in refused.message_info.note
+    assert (await lender.request("lending", lid))["state"]["due_date"] == recall_due.isoformat()
+
+    await borrower.action("recall-1", Action.SHIPPED_RETURN)
+    await lender.wait_for("lending", lid, "RETURN_SHIPPED")
+    code, view = await lender.api("POST", "/api/lending/check-in", json={"barcode": "B-MOBY-1"})
+    assert code == 200 and view["status"] == "LOAN_COMPLETED"
+    assert (await borrower.last(7)).status_info.status is Status.LOAN_COMPLETED
+    assert await item_status(lender, "B-MOBY-1") == ("available", None)
+    await borrower.quiet(7)
+
+
+async def test_hold_return_shipped_forward_and_lost_reported_by_the_borrower(net):
+    lender, borrower = await start(net, peer_options='iso18626_version = "2021-2"')
+    await borrower.request("away-1", MOBY, version=Version.V2021_2)
+    lid = (await borrower.last(1)).header.supplying_agency_request_id
+    await lender.act("lending", lid, action="ship")
+    await borrower.last(2)
+    assert b'version="2021-2"' in borrower.peer.raw[1]
+
+    # HoldReturn: the borrower cannot send it back yet.  Recorded for staff; nothing sent.
+    await borrower.action("away-1", Action.HOLD_RETURN, note="Patron in hospital",
+                          version=Version.V2021_2)
+    view = await lender.request("lending", lid)
+    assert view["status"] == "SHIPPED" and view["needs_attention"]
+    assert "partner_hold_return" in events(view)
+    assert [n["note"] for n in view["state"]["unread"]] == ["Patron in hospital"]
+
+    # ShippedForward: the borrower sent it on to another library.
+    await borrower.action("away-1", Action.SHIPPED_FORWARD, note="Forwarded to ISIL:XX-NEXT")
+    view = await lender.request("lending", lid)
+    assert view["status"] == "SHIPPED" and "partner_shipped_forward" in events(view)
+    assert [n["note"] for n in view["state"]["unread"]][-1] == "Forwarded to ISIL:XX-NEXT"
+    await borrower.quiet(2)
+
+    # Lost: the loan ends without return and the item is missing.
+    await borrower.action("away-1", Action.LOST, note="Lost by the patron",
+                          version=Version.V2021_2)
+    done = await borrower.last(3)
+    assert done.status_info.status is Status.COMPLETED_WITHOUT_RETURN
+    assert done.message_info.reason_for_message is ReasonForMessage.STATUS_CHANGE
+    view = await lender.request("lending", lid)
+    assert view["status"] == "COMPLETED_WITHOUT_RETURN" and "partner_lost" in events(view)
+    assert (await item_status(lender, "B-MOBY-1"))[0] == "missing"
+
+    # The charge for the lost item is recorded for billing afterwards.
+    view = await lender.act("lending", lid, action="lost",
+                            charge={"amount": "60", "currency": "EUR"}, note="Replacement")
+    assert view["state"]["charges"][0]["amount"] == "60"
+    charged = await borrower.last(4)
+    assert charged.status_info.status is Status.COMPLETED_WITHOUT_RETURN
+    assert str(charged.delivery_info.delivery_costs[0].monetary_value) == "60"
+
+    # Closed: a late ShippedReturn is an error and changes nothing.
+    rows = await snapshot(lender)
+    conf = await borrower.action("away-1", Action.SHIPPED_RETURN, ok=False)
+    assert conf.error_data[0].error_type.value == "UnrecognisedDataValue"
+    assert await snapshot(lender) == rows
+    await borrower.quiet(4)
+
+
+async def test_malformed_action_bodies_answer_400_per_field(net):
+    lender, borrower = await start(net)
+    await borrower.request("bad-1", MOBY)
+    lid = (await borrower.last(1)).header.supplying_agency_request_id
+    path = f"/api/lending/requests/{lid}/actions"
+    rows = await snapshot(lender)
+
+    for body, problems in [
+        ({"action": "fly"}, {"action": "unknown staff action 'fly'"}),
+        ({}, {"action": "unknown staff action None"}),
+        ({"action": ["ship"]}, {"action": "unknown staff action"}),
+        ({"action": "ship", "due_date": "next week", "barcodes": "B-MOBY-1", "colour": "red"},
+         {"due_date": "expected a date", "barcodes": "expected a list",
+          "colour": "not a field of ship"}),
+        ({"action": "reject"}, {"reason": "missing"}),
+        ({"action": "renew_answer", "approve": "yes"}, {"approve": "expected true or false"}),
+        ({"action": "lost", "charge": {"amount": "lots", "currency": "EUR"}},
+         {"charge.amount": "expected an amount"}),
+        ({"action": "reject", "reason": "Sunbathing"}, {"reason": "is not one of"}),
+    ]:
+        code, err = await lender.api("POST", path, json=body)
+        assert code == 400, (body, err)
+        assert set(err["errors"]) == set(problems), (body, err)
+        for field, text in problems.items():
+            assert text in err["errors"][field], (body, err)
+            assert text in err["error"]
+    async with lender.http.post(lender.url + path, data=b"[1, 2") as resp:
+        assert resp.status == 400 and "JSON object" in (await resp.json())["error"]
+
+    # Well formed but not allowed now stays 409; unknown request 404.
+    code, err = await lender.api("POST", path, json={"action": "check_in"})
+    assert code == 409 and "WILL_SUPPLY" in err["error"]
+    code, err = await lender.api("POST", "/api/lending/requests/L-NOPE/actions",
+                                 json={"action": "fly"})
+    assert code == 404
+    assert await snapshot(lender) == rows
+    await borrower.quiet(1)
+
+
+async def test_expect_to_supply_messages_notes_and_damaged(net):
+    lender, borrower = await start(net, sections="[lending]\nauto_answer = false\n")
+    today = lender.node.clock().date()
+    await borrower.request("talk-1", MOBY)
+    lid = await lending_id(lender, "talk-1")
+
+    view = await lender.act("lending", lid, action="expect_to_supply",
+                            expected_delivery=(today + timedelta(days=5)).isoformat(),
+                            note="At the bindery until Friday")
+    assert view["status"] == "EXPECT_TO_SUPPLY"
+    expect = await borrower.last(1)
+    assert expect.status_info.status is Status.EXPECT_TO_SUPPLY
+    assert expect.message_info.reason_for_message is ReasonForMessage.REQUEST_RESPONSE
+    assert day(expect.status_info.expected_delivery_date) == today + timedelta(days=5)
+
+    # An internal note stays here; a message goes to the borrower with our current status.
+    view = await lender.act("lending", lid, action="note", text="Ask the binder", by="anna")
+    assert view["state"]["notes"][0]["text"] == "Ask the binder"
+    await borrower.quiet(1)
+    await lender.act("lending", lid, action="message", note="Binding repaired, shipping soon")
+    said = await borrower.last(2)
+    assert said.message_info.reason_for_message is ReasonForMessage.NOTIFICATION
+    assert said.status_info.status is Status.EXPECT_TO_SUPPLY
+    assert said.message_info.note == "Binding repaired, shipping soon"
+
+    # The borrower's message is shown until marked read.
+    await borrower.action("talk-1", Action.NOTIFICATION, note="Thanks, no rush")
+    view = await lender.request("lending", lid)
+    assert view["needs_attention"] and view["state"]["unread"][0]["note"] == "Thanks, no rush"
+    view = await lender.act("lending", lid, action="mark_read")
+    assert view["state"]["unread"] == [] and "marked_read" in events(view)
+
+    view = await lender.act("lending", lid, action="will_supply")
+    await lender.act("lending", lid, action="ship")
+    assert [m.status_info.status for m in await borrower.sams(4)][2:] == [
+        Status.WILL_SUPPLY, Status.LOANED]
+
+    # Damaged on its way back: completed without return, the item kept out of circulation.
+    view = await lender.act("lending", lid, action="lost", damaged=True,
+                            charge={"amount": "12", "currency": "EUR"}, note="Water damage")
+    assert view["status"] == "COMPLETED_WITHOUT_RETURN"
+    assert view["state"]["charges"][0]["reason"] == "damaged"
+    done = await borrower.last(5)
+    assert done.status_info.status is Status.COMPLETED_WITHOUT_RETURN
+    assert "damaged" in done.message_info.note and "Water damage" in done.message_info.note
+    assert (await item_status(lender, "B-MOBY-1"))[0] == "non_circulating"
