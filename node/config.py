@@ -205,6 +205,9 @@ class StaffRole(enum.StrEnum):
     READ_ONLY = "read-only"
 
 
+STAFF_SIDES = ("lending", "borrowing")
+
+
 # --------------------------------------------------------------------------
 # Sections
 
@@ -379,11 +382,15 @@ class HoldingsSettings:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class StaffAccount:
-    """One ``[[staff]]`` entry. ``token_sha256``: lower-case hex, or None."""
+    """One ``[[staff]]`` entry. ``token_sha256``: lower-case hex, or None.
+
+    ``sides``: the sides ("lending", "borrowing") the account may act on; it reads both.
+    """
 
     name: str
     role: StaffRole
     token_sha256: str | None = None
+    sides: tuple[str, ...] = STAFF_SIDES
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -1413,10 +1420,18 @@ def _read_staff(ctx: _Ctx, root: _Table) -> list[StaffAccount]:
                 name=name,
                 role=t.get("role", _choice(_ROLES), required=True),
                 token_sha256=t.get("token_sha256", _token_sha256, None),
+                sides=_staff_sides(t),
             )
         )
         t.finish()
     return accounts
+
+
+def _staff_sides(t: _Table) -> tuple[str, ...]:
+    sides = t.get_list("sides", _choice({s: s for s in STAFF_SIDES}), STAFF_SIDES, what="sides")
+    if t.data.get("sides") == []:
+        t.ctx.add(t.path + ("sides",), 'must name at least one of "lending", "borrowing"')
+    return tuple(dict.fromkeys(sides or STAFF_SIDES))
 
 
 # --------------------------------------------------------------------------

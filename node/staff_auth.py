@@ -4,11 +4,15 @@ Staff accounts are ``[[staff]]`` tables in the configuration (``ill-node staff
 add/list/remove``); only the SHA-256 of each token is stored. Requests carry
 ``Authorization: Bearer <token>``. Roles are ordered read-only < staff < admin,
 and :data:`ROUTE_ROLES` (the one table) gives the least role for each route.
+An account's ``sides`` limit the sides whose routes it may change (any method but
+GET/HEAD under ``/api/lending/``, ``/api/borrowing/``; patron routes are borrowing);
+it reads both. ``GET /api/whoami`` says who the caller is and what it may do.
 
 Patrons hold a token signed by the node (HMAC-SHA256 of the patron id with
 ``[node] patron_secret``; ``ill-node patron token PATRON_ID``). A patron token
 reaches only ``/api/patron/{their id}/...`` and ``POST /api/patron/requests``
-for themselves.
+for themselves, plus what every patron may read (the borrowing closure notice,
+``/api/whoami``).
 
 With no staff accounts configured the API stays open, but only to requests
 from this host (loopback), as before; a warning is logged at start.
@@ -33,7 +37,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from .config import NodeConfig, StaffRole
+from .config import STAFF_SIDES, NodeConfig, StaffRole
 
 log = logging.getLogger("node.staff_auth")
 
@@ -42,10 +46,14 @@ PATRON_TOKEN_PREFIX = "illp_"
 
 _RANK = {StaffRole.READ_ONLY: 0, StaffRole.STAFF: 1, StaffRole.ADMIN: 2}
 PATRON = "patron"  # pseudo-role: a patron, on their own requests only
+PATRONS = "patrons"  # pseudo-role: any patron (or read-only staff): what every patron may read
+_READS = ("GET", "HEAD")
 
 # (method, route pattern (aiohttp canonical path, fnmatch), least role). First match wins;
 # a pattern's role may be PATRON: patrons (their own id) or staff of the given fallback role.
 ROUTE_ROLES: tuple[tuple[str, str, StaffRole | str], ...] = (
+    ("GET", "/api/whoami", PATRONS),
+    ("GET", "/api/patron/closure", PATRONS),
     ("PUT", "/api/{role}/closure", StaffRole.ADMIN),
     ("*", "/api/admin/*", StaffRole.ADMIN),
     ("*", "/api/partners*", StaffRole.ADMIN),
@@ -56,7 +64,7 @@ ROUTE_ROLES: tuple[tuple[str, str, StaffRole | str], ...] = (
     ("HEAD", "/api/*", StaffRole.READ_ONLY),
     ("*", "/api/*", StaffRole.STAFF),  # actions, creating requests
 )
-# What staff need on a patron route (in place of PATRON).
+# What staff need on a patron route (in place of PATRON, PATRONS).
 PATRON_ROUTE_STAFF = {"GET": StaffRole.READ_ONLY, "HEAD": StaffRole.READ_ONLY}
 
 
@@ -115,6 +123,35 @@ class Identity:
     actor: str  # "staff:<name>", "patron:<id>"
     role: StaffRole | None = None  # staff accounts (and the open mode: admin)
     patron_id: str | None = None
+    sides: tuple[str, ...] = STAFF_SIDES  # a staff account's [[staff]] sides
+    open_mode: bool = False  # no staff accounts configured: loopback callers act as admin
+
+    def acts_on(self) -> tuple[str, ...]:
+        """The sides this identity may change (patrons: none through staff routes)."""
+        if self.role is None or self.role == StaffRole.READ_ONLY:
+            return ()
+        return self.sides
+
+    def describe(self) -> dict:
+        """``GET /api/whoami``: who is calling and what the console should offer them."""
+        if self.patron_id is not None:
+            return {"actor": self.actor, "name": self.patron_id, "role": PATRON,
+                    "patron_id": self.patron_id, "acts_on": [], "admin": False, "open": False}
+        assert self.role is not None
+        return {"actor": self.actor, "name": self.actor.partition(":")[2], "role": self.role.value,
+                "patron_id": None, "acts_on": list(self.acts_on()),
+                "admin": self.role == StaffRole.ADMIN, "open": self.open_mode}
+
+
+def side_of(request: web.Request) -> str | None:
+    """The side a route belongs to: lending, borrowing (patron routes too), or None."""
+    role = request.match_info.get("role")
+    if role in STAFF_SIDES:
+        return role
+    section = request.path.split("/")[2:3]
+    if section and section[0] in STAFF_SIDES:
+        return section[0]
+    return "borrowing" if section == ["patron"] else None
 
 
 IDENTITY = web.RequestKey("identity", Identity)
@@ -146,7 +183,7 @@ def resolve(config: NodeConfig, authorization: str | None) -> Identity | None:
             found = account
     if found is None:
         return None
-    return Identity(actor=f"staff:{found.name}", role=found.role)
+    return Identity(actor=f"staff:{found.name}", role=found.role, sides=found.sides)
 
 
 def _is_loopback(remote: str | None) -> bool:
@@ -192,7 +229,7 @@ async def middleware(request: web.Request, handler: Handler) -> web.StreamRespon
         identity = resolve(config, request.headers.get("Authorization"))
         if identity is None:
             identity = Identity(actor="staff:" + request.headers.get("X-Staff-User", "staff"),
-                                role=StaffRole.ADMIN)
+                                role=StaffRole.ADMIN, open_mode=True)
         request[IDENTITY] = identity
         return await handler(request)
 
@@ -202,6 +239,8 @@ async def middleware(request: web.Request, handler: Handler) -> web.StreamRespon
     request[IDENTITY] = identity
 
     if identity.patron_id is not None:
+        if need == PATRONS:
+            return await handler(request)
         if need != PATRON:
             return _deny(403, "a patron token reaches only the patron's own requests")
         denial = await _patron_owns(request, identity.patron_id)
@@ -209,12 +248,16 @@ async def middleware(request: web.Request, handler: Handler) -> web.StreamRespon
             return denial
         return await handler(request)
 
-    if need == PATRON:
+    if need in (PATRON, PATRONS):
         need = PATRON_ROUTE_STAFF.get(request.method, StaffRole.STAFF)
     assert identity.role is not None
     if _RANK[identity.role] < _RANK[need]:
         return _deny(403, f"this needs the {need.value} role "
                           f"({identity.actor} is {identity.role.value})")
+    side = side_of(request)
+    if request.method not in _READS and side is not None and side not in identity.sides:
+        return _deny(403, f"{identity.actor} may act only on {' and '.join(identity.sides)}, "
+                          f"not on {side}")
     return await handler(request)
 
 

@@ -11,7 +11,13 @@ const nav = document.getElementById("nav");
 const who = document.getElementById("who");
 const PAGE = 25;
 
-const session = { open: false, role: null, name: null, checked: false };
+// Who is signed in (GET /api/whoami): role, admin, and the sides the account may act on.
+const session = { open: false, signedIn: false, role: null, name: null, admin: false, actsOn: [], checked: false };
+
+/** May the signed-in account change requests of this side (lending / borrowing)? */
+function mayAct(side) {
+  return session.actsOn.includes(side);
+}
 
 // -- routing -----------------------------------------------------------------------------
 
@@ -32,7 +38,7 @@ async function route() {
   if (!session.checked) await checkSession();
   const { parts, query } = parseHash();
   const [first = "", second = "", third = ""] = parts;
-  if (first !== "signin" && !session.open && !auth.token) return go("signin");
+  if (first !== "signin" && !session.signedIn) return go("signin");
   markNav(first || "borrowing");
   refreshBanner();
   if (first === "signin") return signInView();
@@ -51,9 +57,9 @@ function markNav(section) {
     if (a.dataset.section === section) a.setAttribute("aria-current", "page");
     else a.removeAttribute("aria-current");
   }
-  nav.hidden = !(session.open || auth.token);
-  const admin = nav.querySelector('[data-section="admin"]');
-  if (admin) admin.hidden = session.role !== "admin";
+  nav.hidden = !session.signedIn;
+  nav.querySelector('[data-section="admin"]').hidden = !session.admin;
+  nav.querySelector('[data-section="desk"]').hidden = !session.actsOn.length;
 }
 
 function title(text) {
@@ -77,25 +83,31 @@ function show(...children) {
 
 async function checkSession() {
   // With no staff accounts configured, the node stays open from loopback: no sign-in needed.
-  const res = await call("GET", "/api/borrowing/requests?limit=1");
-  session.open = res.ok;
-  session.checked = true;
-  if (res.status === 401 || res.status === 403) session.open = false;
-  // No "who am I" route: an admin-only read tells whether Administration is for us.
-  const admin = (session.open || auth.token) ? await call("GET", "/api/admin/outbox?limit=1") : { ok: false };
-  session.role = admin.ok ? "admin" : admin.status === 403 ? "staff" : null;
+  const res = await call("GET", "/api/whoami");
+  const me = res.ok && res.data && res.data.role !== "patron" ? res.data : null;
+  Object.assign(session, { checked: true, signedIn: !!me, open: !!me?.open, role: me?.role || null,
+    name: me?.name || null, admin: !!me?.admin, actsOn: me?.acts_on || [] });
   renderWho();
 }
 
 function renderWho() {
-  const name = session.name || auth.name;
+  const signOut = () => {
+    auth.clear();
+    Object.assign(session, { checked: false, signedIn: false, role: null, name: null, admin: false, actsOn: [] });
+    go("signin");
+  };
+  const may = session.actsOn.length ? `, acts on ${session.actsOn.join(" and ")}` : "";
+  // open mode: the name is only what was typed at "Set your name"
+  const name = session.open ? auth.name : session.name;
   put(who,
-    auth.token || name ? h("span", {}, auth.token ? "Signed in" : "Working", name ? ` as ${name}` : "", session.role === "admin" ? " (admin)" : "") :
-      session.open ? h("span", {}, "Open access (no staff accounts)") : null,
+    session.signedIn
+      ? h("span", { id: "whoami" }, session.open ? "Open access (no staff accounts)" : "Signed in",
+        name ? ` as ${name}` : "", ` (${session.role}${may})`)
+      : null,
     " ",
     auth.token || auth.name
-      ? h("button", { type: "button", class: "link", onclick: () => { auth.clear(); session.checked = false; session.role = null; session.name = null; go("signin"); } }, "Sign out")
-      : h("a", { href: "#/signin" }, "Sign in"));
+      ? h("button", { type: "button", class: "link", onclick: signOut }, "Sign out")
+      : h("a", { href: "#/signin" }, session.open ? "Set your name" : "Sign in"));
 }
 
 function signInView() {
@@ -104,13 +116,12 @@ function signInView() {
     ev.preventDefault();
     const v = formValues(form);
     auth.set(v.token || "", v.name || "");
-    const res = await call("GET", "/api/borrowing/requests?limit=1");
-    if (!res.ok) {
-      box.fail(res);
-      if (res.status === 401 || res.status === 403) auth.set("", v.name || "");
+    const res = await call("GET", "/api/whoami");
+    if (!res.ok || res.data?.role === "patron") {
+      box.fail(res.ok ? { status: 403, data: { error: "a patron token cannot sign in to the staff console" } } : res);
+      auth.set("", v.name || "");
       return;
     }
-    session.checked = false;
     await checkSession();
     go("borrowing");
   } },
@@ -203,12 +214,12 @@ async function queueView(role, query) {
   const from = data.total ? offset + 1 : 0;
   const to = offset + data.requests.length;
   const pager = h("div", { class: "pager" },
-    h("span", {}, `${from}–${to} of ${data.total}`),
+    h("span", {}, `${from}–${to} of ${data.total}${data.total_exact === false ? "+" : ""}`),
     offset > 0 ? h("a", { class: "btn", href: link({ offset: Math.max(0, offset - PAGE) }) }, "Previous") : null,
     to < data.total ? h("a", { class: "btn", href: link({ offset: offset + PAGE }) }, "Next") : null);
   show(
     h("div", { class: "page-head" }, title(heading),
-      role === "borrowing" ? h("a", { class: "btn primary", href: "#/borrowing/new" }, "New request") : null,
+      role === "borrowing" && mayAct("borrowing") ? h("a", { class: "btn primary", href: "#/borrowing/new" }, "New request") : null,
       h("button", { type: "button", onclick: () => route() }, "Refresh")),
     search,
     h("div", { class: "queue-layout" }, facetList, h("div", { class: "queue-main" }, table, pager)));
@@ -310,7 +321,8 @@ async function requestView(role, id, tab, flash) {
     tabs.map(([key, label]) => h("button", { type: "button", role: "tab", id: `tab-${key}`,
       "aria-selected": key === current ? "true" : "false", "aria-controls": "tabpanel",
       tabindex: key === current ? "0" : "-1", dataset: { tab: key },
-      onclick: () => { history.replaceState(null, "", `#/${role}/r/${encodeURIComponent(id)}?tab=${key}`); requestView(role, id, key); },
+      // null flash: no message, but keep the focus on the tabs (arrow keys go on from there)
+      onclick: () => { history.replaceState(null, "", `#/${role}/r/${encodeURIComponent(id)}?tab=${key}`); requestView(role, id, key, null); },
       onkeydown: (ev) => {
         const i = tabs.findIndex(([k]) => k === key);
         const next = ev.key === "ArrowRight" ? tabs[(i + 1) % tabs.length] : ev.key === "ArrowLeft" ? tabs[(i - 1 + tabs.length) % tabs.length] : null;
@@ -330,6 +342,13 @@ function tabCount(role, view, key) {
 }
 
 function actionsPanel(role, view, reload) {
+  const slip = (box) => role === "lending" ? h("button", { type: "button", onclick: () => openPullSlip(view.id, box) }, "Pull slip") : null;
+  if (!mayAct(role)) {
+    const box = resultBox();
+    return h("section", { class: "actions", "aria-label": "Actions" },
+      h("p", { class: "hint", id: "no-actions" }, `Your account (${session.role}) may read ${role} requests but not act on them.`),
+      h("div", { class: "buttons" }, slip(box)), box);
+  }
   const first = suggested(role, view);
   const rest = Object.keys(ACTIONS[role]).filter((n) => !first.includes(n) && n !== "note");
   const slot = h("div", { class: "action-form-slot" });
@@ -338,8 +357,7 @@ function actionsPanel(role, view, reload) {
     dataset: { action: name }, "aria-expanded": "false",
     onclick: (ev) => openAction(role, view, name, slot, box, reload, ev.currentTarget) }, ACTIONS[role][name].label);
   return h("section", { class: "actions", "aria-label": "Actions" },
-    h("div", { class: "buttons" }, first.map(button),
-      role === "lending" ? h("button", { type: "button", onclick: () => openPullSlip(view.id, box) }, "Pull slip") : null),
+    h("div", { class: "buttons" }, first.map(button), slip(box)),
     rest.length ? h("details", { class: "more" }, h("summary", {}, "More actions"),
       h("div", { class: "buttons" }, rest.map(button))) : null,
     slot, box);
@@ -460,7 +478,7 @@ function renderTab(role, view, tab, panel, reload) {
       return { attention: active, cells: [
         String(i + 1), h("code", {}, e.symbol), active ? h("strong", {}, "Active") : e.state,
         e.note || "", e.attempt_request_id || "", when(e.sent_at), when(e.answered_at),
-        h("div", { class: "buttons tight" },
+        mayAct(role) && h("div", { class: "buttons tight" },
           pending && pos > 0 ? h("button", { type: "button", "aria-label": `Move ${e.symbol} up`,
             onclick: () => act({ action: "rota_move", symbol: e.symbol, position: pos - 1 }, `Moved ${e.symbol} up.`) }, "Up") : null,
           pending && pos < pendingCount - 1 ? h("button", { type: "button", "aria-label": `Move ${e.symbol} down`,
@@ -476,7 +494,8 @@ function renderTab(role, view, tab, panel, reload) {
       if (symbol) act({ action: "rota_add", symbol }, `Added ${symbol} to the rota.`);
     } }, field({ name: "symbol", label: "Add partner (symbol)", placeholder: "ISIL:XX-LIB", required: true, idPrefix: "rota-" }),
     h("button", { type: "submit" }, "Add to rota"));
-    put(panel, h("h2", {}, "Rota"), table(["#", "Partner", "State", "Note", "Request id", "Sent", "Answered", "Change"], rows, "The rota is empty."), add, box);
+    put(panel, h("h2", {}, "Rota"), table(["#", "Partner", "State", "Note", "Request id", "Sent", "Answered", "Change"], rows, "The rota is empty."),
+      mayAct(role) ? add : null, box);
   } else if (tab === "messages") {
     const list = role === "borrowing"
       ? (st.messages || []).map((m) => ({ attention: !m.read && m.direction !== "out",
@@ -486,13 +505,13 @@ function renderTab(role, view, tab, panel, reload) {
     send.querySelector("[autofocus]")?.removeAttribute("autofocus");
     put(panel, h("h2", {}, "Messages with the partner"),
       table(["When", "Direction", role === "borrowing" ? "Partner" : "With", "Text", ""], list, "No messages."),
-      list.some((r) => r.attention) ? h("button", { type: "button", onclick: () => act({ action: "mark_read" }, "Marked as read.") }, "Mark messages read") : null,
-      send, box);
+      mayAct(role) && list.some((r) => r.attention) ? h("button", { type: "button", onclick: () => act({ action: "mark_read" }, "Marked as read.") }, "Mark messages read") : null,
+      mayAct(role) ? send : null, box);
   } else if (tab === "notes") {
     const notes = (st.notes || []).map((n) => ({ cells: [when(n.at), n.author || n.by || "", n.text] }));
     const add = actionForm(role, "note", (f) => act(actionBody(role, "note", f), "Note added."), "tab-");
     add.querySelector("[autofocus]")?.removeAttribute("autofocus");
-    put(panel, h("h2", {}, "Internal notes"), table(["When", "Who", "Note"], notes, "No notes."), add, box);
+    put(panel, h("h2", {}, "Internal notes"), table(["When", "Who", "Note"], notes, "No notes."), mayAct(role) ? add : null, box);
   } else if (tab === "items") {
     const facts = role === "borrowing"
       ? [["temporary_barcodes", st.barcodes], ["item_at", st.item_at], ["due_date", day(st.due_date)],
@@ -510,7 +529,7 @@ function renderTab(role, view, tab, panel, reload) {
       m.confirmation ? [h("p", {}, "Confirmation:"), h("pre", {}, m.confirmation)] : null));
     const outbox = (view.outbox || []).map((o) => ({ attention: o.state !== "sent", cells: [
       String(o.id), o.kind, o.peer, o.state, String(o.attempts), o.last_error || "", when(o.next_attempt_at),
-      o.state !== "sent" ? h("button", { type: "button", onclick: async () => {
+      o.state !== "sent" && session.admin ? h("button", { type: "button", onclick: async () => {
         const res = await call("POST", `/api/admin/outbox/${o.id}/retry`);
         if (res.ok) reload(`Message ${o.id} will be sent again now.`, tab); else box.fail(res);
       } }, "Retry now") : ""] }));
@@ -521,11 +540,14 @@ function renderTab(role, view, tab, panel, reload) {
 
 // -- desk screens (scan-driven) ------------------------------------------------------------
 
-const DESKS = [["receive", "Receive (borrowing)"], ["return", "Return to partner (borrowing)"],
-  ["checkin", "Check in (lending)"]];
+const DESKS = [["receive", "Receive (borrowing)", "borrowing"], ["return", "Return to partner (borrowing)", "borrowing"],
+  ["checkin", "Check in (lending)", "lending"]];
 
 function deskView(which) {
-  const tabs = h("nav", { class: "subnav", "aria-label": "Desk" }, DESKS.map(([k, label]) =>
+  const desks = DESKS.filter(([, , side]) => mayAct(side));
+  if (!desks.length) return show(title("Desk"), h("p", { class: "empty" }, `Your account (${session.role}) may not act at the desk.`));
+  if (!desks.some(([k]) => k === which)) return go(`desk/${desks[0][0]}`);
+  const tabs = h("nav", { class: "subnav", "aria-label": "Desk" }, desks.map(([k, label]) =>
     h("a", { href: `#/desk/${k}`, "aria-current": k === which ? "page" : null }, label)));
   const log = h("ol", { class: "scan-log", "aria-live": "polite", "aria-label": "Scanned so far" });
   const entry = (ok, ...text) => log.prepend(h("li", { class: ok ? "ok" : "error" }, h("span", { class: "when" }, when(new Date().toISOString())), " ", ...text));
@@ -654,6 +676,7 @@ function receiveDesk(tabs, log, entry) {
 // -- administration ------------------------------------------------------------------------
 
 async function adminView() {
+  if (!session.admin) return show(title("Administration"), h("p", { class: "empty" }, `Administration needs the admin role (you are ${session.role}).`));
   const sections = [title("Administration")];
   for (const kind of ["borrowing", "lending"]) sections.push(await closureCard(kind));
   sections.push(await partnersCard(), await outboxCard(), reloadCard());
@@ -665,6 +688,10 @@ async function closureCard(kind) {
   const res = await call("GET", `/api/${kind}/closure`);
   const c = res.ok ? res.data : {};
   const status = h("p", { class: c.in_effect ? "closure-on" : "" }, res.ok ? (c.in_effect ? `In effect: ${c.description}` : (c.active ? `Set but not in effect today: ${c.description}` : "Open.")) : errorText(res));
+  if (!mayAct(kind)) {
+    return h("section", { class: "card", dataset: { closure: kind } }, h("h2", {}, `Temporarily inactive for ${kind}`), status,
+      h("p", { class: "hint" }, `Your account may not change ${kind}.`));
+  }
   const form = h("form", { class: "card", dataset: { closure: kind }, onsubmit: async (ev) => {
     ev.preventDefault();
     const v = formValues(form);
@@ -691,28 +718,46 @@ async function closureCard(kind) {
 }
 
 async function partnersCard() {
-  const res = await call("GET", "/api/borrowing/partners");
-  const card = h("section", { class: "card" }, h("h2", {}, "Partners"));
+  const card = h("section", { class: "card", id: "partners" }, h("h2", {}, "Partners"));
+  const res = await call("GET", "/api/admin/partners");
   if (!res.ok) {
-    card.append(h("p", { class: "empty" }, res.missing ? "This node does not list its partners yet." : errorText(res)));
+    card.append(h("p", { class: "empty" }, errorText(res)));
     return card;
   }
-  const rows = Array.isArray(res.data) ? res.data : (res.data.partners || []);
-  const known = ["symbol", "name", "url", "iso18626_version", "borrow_from", "lend_to", "closure"];
-  const columns = [...new Set([...known.filter((k) => rows.some((r) => k in r)), ...rows.flatMap((r) => Object.keys(r))])];
-  const cell = (r, c) => {
-    const v = r[c];
-    if (c === "closure") {
-      if (!v) return "Open";
-      const text = `Closed for lending ${v.start ? `from ${v.start} ` : ""}${v.end ? `until ${v.end}` : ""}${v.note ? ` (${v.note})` : ""}`;
-      return v.in_effect ? h("strong", {}, text) : `${text} — not in effect today`;
-    }
-    if (c === "reachable") return v === false ? h("strong", {}, "Unreachable") : v === true ? "Reachable" : "";
-    return show_value(v ?? "");
+  const yes = (v) => (v ? "yes" : "no");
+  const closure = (v) => {
+    if (!v) return "Open";
+    const text = `Closed for lending ${v.start ? `from ${v.start} ` : ""}${v.end ? `until ${v.end}` : ""}${v.note ? ` (${v.note})` : ""}`;
+    return v.in_effect ? h("strong", {}, text) : `${text} — not in effect today`;
   };
-  card.append(table(columns.map((c) => c.replaceAll("_", " ")), rows.map((r) => ({
-    attention: r.reachable === false || (r.closure && r.closure.in_effect),
-    cells: columns.map((c) => cell(r, c)) })), "No partners configured."));
+  const delivery = (d) => {
+    if (!d) return "Nothing sent yet";
+    const failure = d.last_failure_at
+      ? [h("br"), d.outcome === "failing" ? h("strong", {}, "Failing: ") : "Earlier failure: ",
+        `${when(d.last_failure_at)} ${d.last_error || ""}`]
+      : null;
+    return [d.last_success_at ? `Delivered ${when(d.last_success_at)}` : "Never delivered", failure,
+      d.pending || d.failed ? [h("br"), `${d.pending} pending, ${d.failed} failed`] : null];
+  };
+  const rows = res.data.partners.map((p) => {
+    const result = h("span", { class: "check-result", "aria-live": "polite" });
+    const check = h("button", { type: "button", "aria-label": `Check now (${p.symbol})`, onclick: async () => {
+      check.disabled = true;
+      put(result, " Checking…");
+      const r = await call("POST", `/api/admin/partners/${encodeURIComponent(p.symbol)}/check`);
+      check.disabled = false;
+      if (!r.ok) { put(result, h("strong", { class: "bad" }, ` ${errorText(r)}`)); return; }
+      const c = r.data;
+      put(result, c.reachable
+        ? h("span", { class: "good" }, ` Reachable (HTTP ${c.http_status}, ${c.elapsed_ms} ms)`)
+        : h("strong", { class: "bad" }, ` Unreachable: ${c.error || `HTTP ${c.http_status}`}`));
+    } }, "Check now");
+    return { attention: p.delivery?.outcome === "failing" || (p.closure && p.closure.in_effect),
+      cells: [h("code", {}, p.symbol), p.name, h("span", { class: "url" }, p.url), p.iso18626_version,
+        yes(p.borrow_from), yes(p.lend_to), closure(p.closure), delivery(p.delivery), [check, result]] };
+  });
+  card.append(table(["Symbol", "Name", "URL", "Version", "We borrow", "We lend", "Closure", "Deliveries", "Reachability"],
+    rows, "No partners configured."));
   return card;
 }
 

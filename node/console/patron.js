@@ -4,10 +4,10 @@
 import { h, put, call, resultBox, field, formValues, markFieldErrors, statusLabel, when } from "./lib.js";
 
 // -- patron identity ------------------------------------------------------------------------
-// For now the patron types their library card number (patron_id).  HOOK for patron tokens:
-// when the node issues patron tokens (issue 7), store one under "ill.patronToken" in
-// sessionStorage (e.g. from a sign-in redirect) and patronHeaders() sends it as a Bearer
-// header; patronId() should then come from the token's identity instead of the field.
+// The patron types their library card number (patron_id).  Where the node asks for patron
+// tokens (ill-node patron token ID), the access code the library gave is kept under
+// "ill.patronToken" in sessionStorage, sent as a Bearer header, and the card number is the
+// token's own (GET /api/whoami).
 const PATRON = "ill.patronId";
 const PATRON_TOKEN = "ill.patronToken";
 
@@ -108,7 +108,8 @@ function identityForm() {
 }
 
 async function requestSection() {
-  const closure = await call("GET", "/api/borrowing/closure", undefined, patronHeaders());
+  const closure = await call("GET", "/api/patron/closure", undefined, patronHeaders());
+  if (closure.status === 401) askForToken();
   if (closure.ok && closure.data && closure.data.in_effect) {
     const c = closure.data;
     const dates = c.start || c.end
@@ -178,23 +179,39 @@ async function loadMine() {
   if (!res.ok) { if (res.status === 401) askForToken(); box.fail(res); mine.append(box); return; }
   const rows = res.data.requests || [];
   if (!rows.length) { mine.append(h("p", { class: "empty" }, "You have no requests yet.")); return; }
-  mine.append(h("div", { class: "table-wrap" }, h("table", {},
+  mine.append(h("div", { class: "table-wrap" }, h("table", { class: "stack" },
     h("thead", {}, h("tr", {}, ["Request", "Title", "Status", "Updated", ""].map((c) => h("th", { scope: "col" }, c)))),
     h("tbody", {}, rows.map((r) => h("tr", {},
       h("td", {}, r.id), h("td", {}, r.title || ""), h("td", {}, statusLabel(r.status)), h("td", {}, when(r.updated_at)),
-      h("td", {}, ["on_loan", "on_hold", "received", "overdue"].includes(r.status)
-        ? h("button", { type: "button", onclick: () => renew(r, box) }, "Ask for renewal") : "")))))), box);
+      h("td", {}, RENEWABLE.has(r.status)
+        ? h("button", { type: "button", dataset: { renew: r.id }, onclick: () => renew(r, box) }, "Request renewal") : "")))))), box);
 }
+
+// A loan the patron holds (the staff console offers "renew" in the same statuses).
+const RENEWABLE = new Set(["received", "on_hold", "on_loan", "overdue"]);
 
 async function renew(r, box) {
-  // HOOK: the patron renewal endpoint (not in the API yet); staff can renew from the console.
   const res = await call("POST", `/api/patron/${encodeURIComponent(patronId())}/requests/${encodeURIComponent(r.id)}/renew`, {}, patronHeaders());
-  if (res.ok) { box.ok(`Renewal asked for ${r.id}.`); loadMine(); } else if (res.missing) {
-    box.fail({ status: 404, data: { error: "Renewals cannot be asked online yet; please ask at the library desk." } });
-  } else box.fail(res);
+  if (res.ok) {
+    await loadMine();
+    mine.append(box);
+    box.ok(`Renewal requested for ${r.id} (“${r.title || "your loan"}”): the lending library will answer.`);
+  } else {
+    if (res.status === 401) askForToken();
+    box.fail(res, `${r.id}: `);
+  }
 }
 
-function render() {
+/** With a patron token, the card number is the token's own. */
+async function adoptTokenIdentity() {
+  if (!patronHeaders().Authorization) return;
+  const res = await call("GET", "/api/whoami", undefined, patronHeaders());
+  if (res.ok && res.data.role === "patron") sessionStorage.setItem(PATRON, res.data.patron_id);
+  else if (res.status === 401) sessionStorage.removeItem(PATRON_TOKEN);
+}
+
+async function render() {
+  await adoptTokenIdentity();
   identityForm();
   requestSection();
   loadMine();

@@ -1,7 +1,8 @@
 """The staff console and the patron page, driven in headless Chromium.
 
-Two real nodes on loopback (tests/harness.py), Debian's chromium at
-/usr/bin/chromium driven by Python Playwright (never a downloaded browser).
+Two real nodes on loopback (tests/harness.py), on SQLite and on PostgreSQL
+(``database_factory``), Debian's chromium at /usr/bin/chromium driven by Python
+Playwright (never a downloaded browser).
 Without chromium (or the playwright package) these tests are skipped, or
 fail when ``CI`` is set.  Screenshots go to the test's tmp dir
 (``<tmp_path>/shots``).
@@ -71,8 +72,8 @@ async def browser():
 
 
 @pytest.fixture
-async def net(tmp_path):
-    network = Network(tmp_path, lambda name: f"sqlite+aiosqlite:///{tmp_path / (name + '.db')}")
+async def net(tmp_path, database_factory):
+    network = Network(tmp_path, database_factory)
     network.add("borrower", sections=BORROWING)
     network.add("lender")
     await network.start()
@@ -142,6 +143,18 @@ class Console:
         for selector, value in (fill or {}).items():
             await form.locator(selector).fill(value)
         await form.locator("button[type=submit]").click()
+
+
+async def fetch_status(page, method: str, path: str, body: dict | None = None) -> int:
+    """The HTTP status of an API call made by the page with its stored staff token."""
+    return await page.evaluate("""async ([method, path, body]) => {
+        const token = sessionStorage.getItem('ill.staffToken');
+        const headers = {'Content-Type': 'application/json'};
+        if (token) headers.Authorization = 'Bearer ' + token;
+        const init = {method, headers};
+        if (body !== null) init.body = JSON.stringify(body);
+        return (await fetch(path, init)).status;
+    }""", [method, path, body])
 
 
 async def lending_id(lender: Library, rari: str, timeout: float = 10.0) -> str:
@@ -285,6 +298,8 @@ async def test_lending_request_from_arrival_to_check_in(net, browser, tmp_path):
     await c.shot("L1-lending-queue")
 
     # filter by the facet, search, open the request
+    await page.keyboard.press("/")  # jumps to the search box
+    await expect(page.locator("#f-queue-q")).to_be_focused()
     await page.locator(".facets a[data-status=WILL_SUPPLY]").click()
     await expect(page.locator(".facets a[aria-current=true]")).to_contain_text("To pull and ship")
     await page.locator("#f-queue-q").fill("moby")
@@ -292,6 +307,13 @@ async def test_lending_request_from_arrival_to_check_in(net, browser, tmp_path):
     await expect(page.locator("table.queue tbody tr")).to_have_count(1)
     await page.get_by_role("link", name=lid).click()
     await expect(page.get_by_role("heading", name="Moby Dick")).to_be_visible()
+    # keyboard: the arrow keys move along the tabs, the focus stays on them
+    await page.locator("#tab-general").focus()
+    await page.keyboard.press("ArrowRight")
+    await expect(page.locator("#tab-history")).to_be_focused()
+    await expect(page.locator("#tab-history")).to_have_attribute("aria-selected", "true")
+    await page.keyboard.press("ArrowLeft")
+    await expect(page.locator("#tab-general")).to_be_focused()
 
     # the pull slip opens as a printable page
     async with page.context.expect_page() as slip_info:
@@ -418,8 +440,19 @@ async def test_patron_page_and_borrowing_closure(net, browser, tmp_path):
     staff.check_clean()
 
 
-async def test_console_files_are_served_with_a_strict_policy(net):
-    lib = net["borrower"]
+async def test_console_files_are_served_with_a_strict_policy(tmp_path):
+    # static files only: one node, on SQLite
+    network = Network(tmp_path, lambda name: f"sqlite+aiosqlite:///{tmp_path / (name + '.db')}")
+    lib = network.add("borrower")
+    await network.start()
+    try:
+        await check_static_files(lib)
+    finally:
+        await quiesce_timers(network)
+        await network.stop()
+
+
+async def check_static_files(lib: Library) -> None:
     for path, kind in (("/console/", "text/html"), ("/console/app.js", "text/javascript"),
                        ("/console/app.css", "text/css"), ("/patron/", "text/html"),
                        ("/patron/patron.js", "text/javascript")):
@@ -440,13 +473,13 @@ async def test_console_files_are_served_with_a_strict_policy(net):
 # -- staff accounts: sign in with a token, roles ------------------------------------------------
 
 
-async def test_sign_in_with_staff_tokens(tmp_path, browser):
+async def test_sign_in_with_staff_tokens(tmp_path, browser, database_factory):
     from playwright.async_api import expect
 
     from node.staff_auth import token_sha256
 
     admin_token, reader_token = "ills_admin-token-for-tests", "ills_reader-token-for-tests"
-    network = Network(tmp_path, lambda name: f"sqlite+aiosqlite:///{tmp_path / (name + '.db')}")
+    network = Network(tmp_path, database_factory)
     lib = network.add("desk", sections=BORROWING + f"""
 [[staff]]
 name = "anna"
@@ -470,15 +503,16 @@ token_sha256 = "{token_sha256(reader_token)}"
         await token.press("Enter")
         await expect(page.locator(".result.error")).to_contain_text("401")
 
-        # read-only: the queues, but no Administration, and closures refused plainly
+        # read-only: the queues, but no Administration; the node refuses a closure anyway
         await token.fill(reader_token)
         await token.press("Enter")
         await expect(page.get_by_role("heading", name="Borrowing requests")).to_be_visible()
+        await expect(page.locator("#whoami")).to_contain_text("rob (read-only)")
         await expect(page.locator('#nav [data-section="admin"]')).to_be_hidden()
         await c.goto("/console/#/admin")
-        await page.locator("#f-lending-active").check()
-        await page.locator("form[data-closure=lending]").get_by_role("button", name="Save").click()
-        await expect(page.locator("form[data-closure=lending] .result.error")).to_contain_text("403")
+        await expect(page.locator("main")).to_contain_text("Administration needs the admin role")
+        await expect(page.locator("#f-lending-active")).to_have_count(0)
+        assert await fetch_status(page, "PUT", "/api/lending/closure", {"active": True}) == 403
 
         # sign out, sign in as admin: the token goes as a Bearer header, Administration shows
         await page.get_by_role("button", name="Sign out").click()
@@ -495,6 +529,290 @@ token_sha256 = "{token_sha256(reader_token)}"
         await c.shot("T1-admin-signed-in")
         c.errors = [e for e in c.errors if "401" not in e and "403" not in e]
         c.check_clean()
+    finally:
+        await quiesce_timers(network)
+        await network.stop()
+
+
+# -- who am I: the console offers only what the account may do ------------------------------------
+
+ADMIN_TOKEN, READER_TOKEN, LENDER_STAFF_TOKEN = (
+    "ills_admin-token-for-tests", "ills_reader-token-for-tests", "ills_lena-token-for-tests")
+
+
+def staff_accounts() -> str:
+    from node.staff_auth import token_sha256
+
+    return "".join(f"""
+[[staff]]
+name = "{name}"
+role = "{role}"
+token_sha256 = "{token_sha256(token)}"
+{extra}
+""" for name, role, token, extra in (
+        ("anna", "admin", ADMIN_TOKEN, ""), ("rob", "read-only", READER_TOKEN, ""),
+        ("lena", "staff", LENDER_STAFF_TOKEN, 'sides = ["lending"]')))
+
+
+async def sign_in(c: Console, token: str) -> None:
+    from playwright.async_api import expect
+
+    await c.goto("/console/#/signin")
+    await c.page.locator("#f-token").fill(token)
+    await c.page.locator("#f-token").press("Enter")
+    await expect(c.page.get_by_role("heading", name="Borrowing requests")).to_be_visible()
+
+
+async def test_whoami_and_what_each_account_is_offered(tmp_path, browser, database_factory):
+    from playwright.async_api import expect
+
+    network = Network(tmp_path, database_factory)
+    desk = network.add("desk", sections=BORROWING + staff_accounts())
+    other = network.add("other", sections=BORROWING)
+    desk.token = ADMIN_TOKEN
+    await network.start()
+    try:
+        await load_holdings(desk)
+        await load_holdings(other)
+        # one request each way on the desk node: borrowing from other, lending to other
+        code, borrowing = await desk.api("POST", "/api/borrowing/requests", json=WHALE)
+        assert code == 201, borrowing
+        code, asked = await other.api("POST", "/api/borrowing/requests",
+                                      json={**WHALE, "patron_id": "P-9"})
+        assert code == 201, asked
+        view = await other.wait_for("borrowing", asked["id"], "will_supply")
+        lid = await lending_id(desk, view["requesting_request_id"])
+
+        for token, expected in (
+                (ADMIN_TOKEN, {"name": "anna", "role": "admin", "admin": True,
+                               "acts_on": ["lending", "borrowing"]}),
+                (READER_TOKEN, {"name": "rob", "role": "read-only", "admin": False, "acts_on": []}),
+                (LENDER_STAFF_TOKEN, {"name": "lena", "role": "staff", "admin": False,
+                                      "acts_on": ["lending"]})):
+            async with desk.http.get(desk.url + "/api/whoami",
+                                     headers={"Authorization": f"Bearer {token}"}) as resp:
+                assert resp.status == 200
+                assert (await resp.json()).items() >= expected.items()
+        async with desk.http.get(desk.url + "/api/whoami") as resp:
+            assert resp.status == 401
+
+        borrowing_note, a_note = (f"/api/borrowing/requests/{borrowing['id']}/actions",
+                                  {"action": "note", "note": "x"})
+        # read-only: no actions, no desk, no administration, no new request; refused anyway
+        c = await Console.open(browser, desk, tmp_path / "shots")
+        page = c.page
+        await sign_in(c, READER_TOKEN)
+        await expect(page.locator("#whoami")).to_contain_text("rob")
+        await expect(page.get_by_role("link", name="New request")).to_have_count(0)
+        for section in ("desk", "admin"):
+            await expect(page.locator(f'#nav [data-section="{section}"]')).to_be_hidden()
+        await c.goto(f"/console/#/borrowing/r/{borrowing['id']}")
+        await expect(page.locator("#no-actions")).to_contain_text("may read borrowing requests")
+        await expect(page.locator("[data-action]")).to_have_count(0)
+        await page.get_by_role("tab", name=re.compile("Notes")).click()
+        await expect(page.locator(".tabpanel form")).to_have_count(0)
+        await c.shot("W1-read-only-request")
+        assert await fetch_status(page, "POST", borrowing_note, a_note) == 403
+
+        # lending-only staff: acts on the lending request, only reads the borrowing one
+        await page.get_by_role("button", name="Sign out").click()
+        await sign_in(c, LENDER_STAFF_TOKEN)
+        await expect(page.locator("#whoami")).to_contain_text("lena (staff, acts on lending)")
+        await expect(page.locator('#nav [data-section="desk"]')).to_be_visible()
+        await expect(page.locator('#nav [data-section="admin"]')).to_be_hidden()
+        await expect(page.get_by_role("link", name="New request")).to_have_count(0)
+        await c.goto(f"/console/#/borrowing/r/{borrowing['id']}")
+        await expect(page.locator("#no-actions")).to_be_visible()
+        await expect(page.locator("[data-action]")).to_have_count(0)
+        await c.goto(f"/console/#/lending/r/{lid}")
+        await expect(page.locator("button[data-action=ship]")).to_be_visible()
+        await expect(page.locator("#no-actions")).to_have_count(0)
+        await c.goto("/console/#/desk/receive")  # a borrowing desk: sent to the lending one
+        await expect(page.get_by_role("heading", name="Check in lent items")).to_be_visible()
+        await expect(page.locator(".subnav a")).to_have_count(1)
+        await c.shot("W2-lending-only-desk")
+        assert await fetch_status(page, "POST", borrowing_note, a_note) == 403
+        assert await fetch_status(page, "POST", "/api/borrowing/requests", WHALE) == 403
+        assert await fetch_status(page, "POST", f"/api/lending/requests/{lid}/actions",
+                                  {"action": "note", "text": "pulled"}) == 200
+        c.errors = [e for e in c.errors if "403" not in e]
+        c.check_clean()
+    finally:
+        await quiesce_timers(network)
+        await network.stop()
+
+
+# -- partners and their reachability; the outbox's retry now ---------------------------------------
+
+
+async def test_admin_sees_partners_reachability_and_retries_the_outbox(
+        tmp_path, browser, database_factory):
+    from tests.harness import free_port
+
+    network = Network(tmp_path, database_factory)
+    network.add("borrower", sections=BORROWING)
+    network.add("lender")
+    # a partner nobody answers for: nothing listens on its port
+    network.add_peer("ISIL:XX-GONE", f"http://127.0.0.1:{free_port()}/iso18626")
+    await network.start()
+    try:
+        await load_holdings(network["lender"])
+        await partners_and_outbox(network, browser, tmp_path)
+    finally:
+        await quiesce_timers(network)
+        await network.stop()
+
+
+async def partners_and_outbox(net: Network, browser, tmp_path: Path) -> None:
+    from playwright.async_api import expect
+
+    borrower, lender = net["borrower"], net["lender"]
+
+    code, created = await borrower.api("POST", "/api/borrowing/requests", json=WHALE)
+    assert code == 201, created
+    await borrower.wait_for("borrowing", created["id"], "will_supply")
+    code, stuck = await borrower.api("POST", "/api/borrowing/requests",
+                                     json={**WHALE, "partners": ["ISIL:XX-GONE"]})
+    assert code == 201, stuck
+    deadline = asyncio.get_running_loop().time() + 10
+    while True:
+        code, found = await borrower.api("GET", "/api/admin/partners")
+        assert code == 200, found
+        by_symbol = {p["symbol"]: p for p in found["partners"]}
+        gone = by_symbol["ISIL:XX-GONE"]["delivery"]
+        if gone and gone["last_error"]:
+            break
+        assert asyncio.get_running_loop().time() < deadline, found
+        await asyncio.sleep(0.05)
+    ours = by_symbol[lender.symbol]
+    assert (ours["url"], ours["iso18626_version"], ours["lend_to"], ours["borrow_from"]) == (
+        lender.endpoint, "1.2", True, True)
+    assert ours["delivery"]["outcome"] == "ok" and ours["delivery"]["last_success_at"]
+    assert ours["delivery"]["pending"] == 0
+    assert gone["outcome"] == "failing" and gone["pending"] == 1
+    assert gone["last_success_at"] is None
+    code, answer = await borrower.api("POST", "/api/admin/partners/ISIL:XX-NOPE/check")
+    assert code == 404 and "ISIL:XX-NOPE" in answer["error"]
+
+    c = await Console.open(browser, borrower, tmp_path / "shots")
+    page = c.page
+    await c.goto("/console/#/admin")
+    partners = page.locator("#partners")
+    row_ok = partners.locator("tr", has_text=lender.symbol)
+    row_gone = partners.locator("tr", has_text="ISIL:XX-GONE")
+    await expect(row_ok).to_contain_text("Delivered")
+    await expect(row_ok).to_contain_text(lender.endpoint)
+    await expect(row_gone).to_have_class(re.compile("attention"))
+    await expect(row_gone).to_contain_text("Failing")
+    await expect(row_gone).to_contain_text("1 pending")
+    await row_ok.get_by_role("button", name=f"Check now ({lender.symbol})").click()
+    await expect(row_ok.locator(".check-result")).to_contain_text("Reachable (HTTP 405")
+    await row_gone.get_by_role("button", name="Check now (ISIL:XX-GONE)").click()
+    await expect(row_gone.locator(".check-result")).to_contain_text("Unreachable")
+    await c.shot("A1-partners-reachability")
+
+    # the stuck message shows in the outbox, and "Retry now" queues it at once
+    outbox = page.locator("#outbox")
+    await outbox.locator("#f-outbox-state").select_option("pending")
+    await outbox.get_by_role("button", name="Show").click()
+    stuck_row = outbox.locator("tr", has_text="ISIL:XX-GONE").first
+    await expect(stuck_row).to_contain_text("pending")
+    await stuck_row.get_by_role("button", name="Retry now").click()
+    await expect(outbox.locator(".result.ok")).to_contain_text("will be sent again now")
+    await c.shot("A2-outbox-retry")
+    c.check_clean()
+
+
+# -- the patron page with patron tokens: renewal of their own loan, the closure notice ------------
+
+PATRON_SECRET = "patron-secret-for-tests-0123456789"
+
+
+async def test_patron_requests_renewal_and_reads_the_closure(tmp_path, browser, database_factory):
+    from playwright.async_api import expect
+
+    from node.staff_auth import patron_token
+
+    network = Network(tmp_path, database_factory)
+    desk = network.add("desk", sections=f'patron_secret = "{PATRON_SECRET}"\n' + BORROWING
+                       + staff_accounts())
+    lender = network.add("lender")
+    desk.token = ADMIN_TOKEN
+    await network.start()
+    try:
+        await load_holdings(lender)
+        code, created = await desk.api("POST", "/api/borrowing/requests",
+                                       json={**WHALE, "patron_id": "P-500"})
+        assert code == 201, created
+        bid = created["id"]
+        view = await desk.wait_for("borrowing", bid, "will_supply")
+        lid = await lending_id(lender, view["requesting_request_id"])
+        await lender.wait_for("lending", lid, "WILL_SUPPLY")
+        await lender.act("lending", lid, action="ship", barcodes=["LEND-M1"])
+        await desk.wait_for("borrowing", bid, "shipped")
+        await desk.act("borrowing", bid, action="receive", barcodes=["TMP-P"])
+        await desk.act("borrowing", bid, action="loan_to_patron")
+
+        patron = await Console.open(browser, desk, tmp_path / "shots", width=414, height=900)
+        p = patron.page
+        await patron.goto("/patron/")
+        # the node wants a patron token: the page asks for the access code
+        code_field = p.locator("#f-who-token")
+        await code_field.fill(patron_token(PATRON_SECRET, "P-500"))
+        await code_field.press("Enter")
+        await expect(p.locator("#f-who-patron_id")).to_have_value("P-500")
+        row = p.locator("#mine tr", has_text=bid)
+        await expect(row).to_contain_text("Loaned to patron")
+        await row.get_by_role("button", name="Request renewal").click()
+        await expect(p.locator("#mine .result.ok")).to_contain_text("Renewal requested")
+        await patron.shot("R1-patron-renewal")
+        # the lender (auto-renewing) answers; the history names the patron as the one who asked
+        deadline = asyncio.get_running_loop().time() + 10
+        while True:
+            history = (await desk.request("borrowing", bid))["history"]
+            if "renewed" in [e["event"] for e in history]:
+                break
+            assert asyncio.get_running_loop().time() < deadline, "the renewal was not answered"
+            await asyncio.sleep(0.05)
+        assert {"event": "renew_requested", "actor": "patron:P-500"}.items() <= next(
+            e for e in history if e["event"] == "renew_requested").items(), history
+
+        # another patron cannot renew it
+        async with desk.http.post(
+                f"{desk.url}/api/patron/P-500/requests/{bid}/renew", json={},
+                headers={"Authorization": f"Bearer {patron_token(PATRON_SECRET, 'P-501')}"}
+        ) as resp:
+            assert resp.status == 403
+
+        # borrowing closed: patrons read the notice (not the staff closure route)
+        today = desk.node.clock().date()
+        start, end = today.isoformat(), (today + timedelta(days=7)).isoformat()
+        code, closure = await desk.api("PUT", "/api/borrowing/closure", json={
+            "active": True, "start": start, "end": end, "note": "Moving the stacks"})
+        assert code == 200 and closure["in_effect"], closure
+        bearer = {"Authorization": f"Bearer {patron_token(PATRON_SECRET, 'P-500')}"}
+        async with desk.http.get(f"{desk.url}/api/patron/closure", headers=bearer) as resp:
+            assert resp.status == 200
+            assert (await resp.json()).items() >= {"in_effect": True, "start": start,
+                                                   "end": end}.items()
+        async with desk.http.get(f"{desk.url}/api/borrowing/closure", headers=bearer) as resp:
+            assert resp.status == 403
+        async with desk.http.put(f"{desk.url}/api/borrowing/closure", headers=bearer,
+                                 json={"active": False}) as resp:
+            assert resp.status == 403
+
+        await patron.goto("/patron/")
+        notice = p.locator("#closed-notice")
+        await expect(notice).to_contain_text(f"from {start} until {end}")
+        await expect(notice).to_contain_text("Moving the stacks")
+        await expect(p.locator("#patron-form")).to_have_count(0)
+        await expect(p.locator("#mine")).to_contain_text(bid)
+        await patron.shot("R2-patron-closed")
+        async with desk.http.post(f"{desk.url}/api/patron/requests", headers=bearer, json={
+                "title": "X", "patron_id": "P-500", "pickup_location": "MAIN"}) as resp:
+            assert resp.status == 409
+        patron.errors = [e for e in patron.errors if "401" not in e]
+        patron.check_clean()
     finally:
         await quiesce_timers(network)
         await network.stop()
