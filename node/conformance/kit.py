@@ -65,7 +65,14 @@ EXPECTED_CONFIRMATION = {
 
 
 class CheckFailed(Exception):
-    pass
+    """A check failed.  The message is the headline; ``sent``, ``got`` and
+    ``expected`` say what the kit sent, what came back, and what ISO 18626
+    expects, for the person reading the report."""
+
+    def __init__(self, problem: str, *, sent: str | None = None, got: str | None = None,
+                 expected: str | None = None):
+        super().__init__(problem)
+        self.sent, self.got, self.expected = sent, got, expected
 
 
 class CheckSkipped(Exception):
@@ -83,20 +90,29 @@ HINT_FIELDS = {"title", "author", "isbn", "issn", "oclc", "supplier_unique_recor
                "service_type", "scenario", "patron_id", "pickup_location", "barcode"}
 
 
-def load_hints(path: Path) -> dict[str, dict[str, Any]]:
-    """``--scenario-hints FILE``: a TOML table per check (see docs/conformance.md)."""
+def load_hints(path: Path) -> tuple[dict[str, dict[str, Any]], Version | None]:
+    """``--scenario-hints FILE``: a TOML table per check (see docs/conformance.md), and
+    the peer's ``iso18626_version`` if the file gives one (the ``--version`` default)."""
     with path.open("rb") as fh:
         data = tomllib.load(fh)
+    version = None
+    if "iso18626_version" in data:
+        try:
+            version = Version(str(data.pop("iso18626_version")))
+        except ValueError:
+            raise ValueError(f"{path}: iso18626_version must be one of "
+                             f"{', '.join(v.value for v in Version)}") from None
     hints: dict[str, dict[str, Any]] = {}
     for name, table in data.items():
         if not isinstance(table, dict):
-            raise ValueError(f"{path}: [{name}] must be a table")
+            raise ValueError(f"{path}: [{name}] must be a table (the only top-level key is "
+                             "iso18626_version)")
         unknown = set(table) - HINT_FIELDS
         if unknown:
             raise ValueError(f"{path}: [{name}] has unknown key(s) {', '.join(sorted(unknown))}; "
                              f"known: {', '.join(sorted(HINT_FIELDS))}")
         hints[name] = dict(table)
-    return hints
+    return hints, version
 
 
 @dataclass
@@ -110,7 +126,7 @@ class KitConfig:
     hints: dict[str, dict[str, Any]] | None = None  # None: no hints file (MOCK tokens only)
     timeout: float = 15.0  # waiting for one message from the peer
     settle: float = 1.0  # after a terminal status: time for stray messages to show up
-    version: Version = Version.V1_2
+    version: Version = Version.V1_2  # what the kit sends, and what it expects back
     api_user: str = "conformance"
 
 
@@ -158,7 +174,8 @@ class Exchange:
     content_type: str
     body: bytes
     envelope: Envelope | None = None
-    problems: list[str] = field(default_factory=list)  # about the confirmation itself
+    # about the confirmation itself: (what is wrong, the evidence or "")
+    problems: list[tuple[str, str]] = field(default_factory=list)
     error: str | None = None  # transport failure
 
     @property
@@ -188,38 +205,104 @@ class Exchange:
         return text
 
 
+# Elements one edition renamed, moved or lacks: the usual reason a peer's message fails
+# the schema of the version it was configured for, said the way a librarian can act on.
+_EDITION_ADVICE = {
+    Version.V2021_2: {
+        "sentVia": "2021-2 renamed deliveryInfo/sentVia to deliveryMethod",
+        "deliveredFormat": "2021-2 renamed deliveryInfo/deliveredFormat to itemFormat",
+        "preferredFormat": "2021-2 renamed serviceInfo/preferredFormat to itemFormat",
+        "anyEdition": "2021-2 replaced serviceInfo/anyEdition with preferredEdition",
+        "offeredCosts": "2021-2 moved offeredCosts, retryAfter and retryBefore from "
+                        "messageInfo into retryInfo",
+        "retryAfter": "2021-2 moved offeredCosts, retryAfter and retryBefore from "
+                      "messageInfo into retryInfo",
+        "retryBefore": "2021-2 moved offeredCosts, retryAfter and retryBefore from "
+                       "messageInfo into retryInfo",
+        "multipleItemRequestId": "2021-2 has no multipleItemRequestId in this header",
+        "bibliographicItemIdentifier": "2021-2 puts bibliographicItemIdentifierCode before "
+                                       "bibliographicItemIdentifier",
+    },
+    Version.V1_2: {
+        "deliveryMethod": "deliveryMethod is 2021-2's name; v1.2 says sentVia",
+        "itemFormat": "itemFormat is 2021-2's name; v1.2 says preferredFormat (request) "
+                      "or deliveredFormat (deliveryInfo)",
+        "retryInfo": "retryInfo is 2021-2; v1.2 puts offeredCosts, retryAfter and "
+                     "retryBefore in messageInfo",
+        "shippingInfo": "shippingInfo is 2021-2 only",
+        "preferredEdition": "preferredEdition is 2021-2; v1.2 says anyEdition",
+        "consortialId": "consortialId is 2021-2 only",
+        "bibliographicItemIdentifierCode": "v1.2 puts bibliographicItemIdentifier before "
+                                           "bibliographicItemIdentifierCode",
+    },
+}
+
+
+def version_problems(root, envelope: Envelope, version: Version, what: str
+                     ) -> list[tuple[str, str]]:
+    """Is ``root`` (read as ``envelope``) valid ISO 18626 of the version the kit speaks?
+
+    Each problem is (what is wrong, the evidence).  The reader is lenient and
+    guesses the version from the element shapes, so a 2021-2 peer sending
+    v1.2's ``sentVia`` would otherwise pass as v1.2: the kit validates against
+    ``version``, the one the peer is configured for.
+    """
+    found = []
+    declared = envelope.declared
+    try:
+        declared_version = Version.parse(declared) if declared else None
+    except ValueError:
+        declared_version = None
+    if declared_version is not version:
+        found.append((f"{what} is not in ISO 18626 {version.value}, the version the kit speaks",
+                      f"version={declared!r} on ISO18626Message (check which version the "
+                      f"peer is configured to use with the kit's symbol; it must be "
+                      f"{version.value}, or run the kit with that version)"))
+    errors = validation_errors(root, version)
+    if errors:
+        text = errors[0] + (f" (and {len(errors) - 1} more)" if len(errors) > 1 else "")
+        advice = sorted({hint for name, hint in _EDITION_ADVICE[version].items()
+                         if any(f"'{name}'" in e for e in errors)})
+        if advice:
+            text += " [" + "; ".join(advice) + "]"
+        found.append((f"{what} is not valid ISO 18626 {version.value}", text))
+    return found
+
+
 def check_confirmation(ex: Exchange, sent_kind: str | None, rari: str | None,
-                       action: Action | None = None) -> None:
-    """Fill ``ex.envelope`` and ``ex.problems``: is this a readable, valid confirmation?"""
+                       version: Version | None, action: Action | None = None) -> None:
+    """Fill ``ex.envelope`` and ``ex.problems``: is this a readable, valid confirmation?
+
+    ``version`` None: valid in the version it declares (the answer to input too broken
+    to say which version it was in).
+    """
     if ex.http_status is None or not 200 <= ex.http_status < 300:
         return
     try:
         root = parse_xml(ex.body)
         ex.envelope = reader.parse_element(root)
     except ProtocolError as exc:
-        ex.problems.append(f"the confirmation cannot be read: {exc.value}")
+        ex.problems.append(("the confirmation cannot be read", exc.value))
         return
     msg = ex.envelope.message
     wanted = EXPECTED_CONFIRMATION.get(sent_kind or "")
     if wanted and msg.KIND != wanted:
-        ex.problems.append(f"a {sent_kind} must be answered with a {wanted}, not a {msg.KIND}")
+        ex.problems.append((f"a {sent_kind} must be answered with a {wanted}, "
+                            f"not a {msg.KIND}", ""))
     if not msg.KIND.endswith("Confirmation"):
-        ex.problems.append(f"the answer is a {msg.KIND}, not a confirmation")
+        ex.problems.append((f"the answer is a {msg.KIND}, not a confirmation", ""))
         return
-    errors = validation_errors(root, ex.envelope.version)
-    if errors:
-        ex.problems.append(f"the confirmation is not valid ISO 18626 "
-                           f"{ex.envelope.version.value}: {errors[0]}"
-                           + (f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""))
+    ex.problems.extend(version_problems(root, ex.envelope, version or ex.envelope.version,
+                                        "the confirmation"))
     header = msg.confirmation_header
     if rari and header.requesting_agency_request_id not in (None, "", rari):
-        ex.problems.append(f"the confirmation's requestingAgencyRequestId "
-                           f"{header.requesting_agency_request_id!r} is not the one sent ({rari!r})")
+        ex.problems.append(("the confirmation echoes another requestingAgencyRequestId",
+                            f"{header.requesting_agency_request_id!r}, not {rari!r}"))
     if action is not None and getattr(msg, "action", None) not in (None, action):
-        ex.problems.append(f"the confirmation echoes action {msg.action.value}, "
-                           f"not {action.value}")
+        ex.problems.append(("the confirmation echoes another action",
+                            f"{msg.action.value}, not {action.value}"))
     if header.message_status is MessageStatus.ERROR and not msg.error_data:
-        ex.problems.append("an ERROR confirmation without errorData")
+        ex.problems.append(("an ERROR confirmation without errorData", ""))
 
 
 # -- the kit's own endpoint -------------------------------------------------------------------------
@@ -242,7 +325,8 @@ class KitServer:
         self.arrivals: list[Arrival] = []
         self._event = asyncio.Event()
         self.log: CheckLog | None = None
-        self.problems: list[str] = []  # about messages the peer sent us, for the running check
+        # about messages the peer sent us, for the running check: (what is wrong, evidence)
+        self.problems: list[tuple[str, str]] = []
         self.own_requests: set[str] = set()  # rari we sent as requester
         self.lent: set[str] = set()  # rari of requests the peer sent us
         self.runner: web.AppRunner | None = None
@@ -261,16 +345,16 @@ class KitServer:
             root = parse_xml(body)
             envelope = reader.parse_element(root)
         except ProtocolError as exc:
-            self.problems.append(f"the peer sent a message we cannot read: {exc.value}")
-            answer = writer.serialise(confirm.error_confirmation_from_bytes(body, exc, now=now))
+            self.problems.append(("the peer sent a message the kit cannot read", exc.value))
+            answer = writer.serialise(replace(
+                confirm.error_confirmation_from_bytes(body, exc, now=now),
+                version=self.config.version))
             if log is not None:
                 log.add("out", "our answer: ERROR confirmation", answer)
             return web.Response(body=answer, content_type="application/xml", charset="utf-8")
         msg = envelope.message
-        errors = validation_errors(root, envelope.version)
-        if errors:
-            self.problems.append(f"the peer's {msg.KIND} is not valid ISO 18626 "
-                                 f"{envelope.version.value}: {errors[0]}")
+        self.problems.extend(version_problems(root, envelope, self.config.version,
+                                              f"the peer's {msg.KIND}"))
         error = None
         rari = getattr(getattr(msg, "header", None), "requesting_agency_request_id", "")
         if isinstance(msg, SupplyingAgencyMessage):
@@ -288,11 +372,12 @@ class KitServer:
             else:
                 self.lent.add(rari)
         else:
-            self.problems.append(f"the peer POSTed a {msg.KIND}: confirmations travel in "
-                                 "HTTP responses")
+            self.problems.append((f"the peer POSTed a {msg.KIND}",
+                                  "confirmations travel in the HTTP response to the message "
+                                  "they confirm, not in a request of their own"))
             return web.Response(status=400, text="not a business message")
         conf = confirm.confirmation_for(msg, now=now, error=error)
-        answer = writer.serialise(Envelope(version=envelope.version, message=conf))
+        answer = writer.serialise(Envelope(version=self.config.version, message=conf))
         if log is not None:
             log.add("out", f"our answer: {conf.KIND} {'ERROR' if error else 'OK'}", answer)
         if error is None:
@@ -393,6 +478,7 @@ class Ctx:
         self.peer_kind = peer_kind  # mock | ill-node | other
         self.notes: list[str] = []  # shown after PASS
         self.warnings: list[str] = []
+        self.last_sent: str | None = None  # for the report: what the peer was answering
 
     # -- ids and messages ----------------------------------------------------------
 
@@ -417,7 +503,7 @@ class Ctx:
             return {}
         if check in self.config.hints:
             return dict(self.config.hints[check])
-        if required:
+        if required and self.peer_kind != "mock":  # a mock peer goes by the MOCK: token
             raise CheckSkipped(f"no [{check}] table in --scenario-hints")
         return dict(self.config.hints.get("default", {}))
 
@@ -460,9 +546,13 @@ class Ctx:
 
     # -- talking to the peer --------------------------------------------------------------
 
-    async def post(self, body: bytes, title: str, *, content_type: str | None = None) -> Exchange:
+    async def post(self, body: bytes, title: str, *, content_type: str | None = None,
+                   broken: bool = False) -> Exchange:
+        """POST ``body`` to the peer; ``broken``: invalid on purpose (said so in the log)."""
         headers = {"Content-Type": content_type} if content_type else XML_HEADERS
-        self.log.add("out", f"POST {self.config.peer_url}: {title}", body)
+        self.last_sent = title
+        self.log.add("out", f"POST {self.config.peer_url}: {title}"
+                     + (" (invalid on purpose)" if broken else ""), body)
         try:
             async with self.http.post(self.config.peer_url, data=body, headers=headers,
                                       timeout=aiohttp.ClientTimeout(total=self.config.timeout)
@@ -479,31 +569,51 @@ class Ctx:
         return ex
 
     async def send(self, message, *, expect: MessageStatus | None = MessageStatus.OK,
-                   title: str | None = None, raw: bytes | None = None) -> Exchange:
+                   title: str | None = None, raw: bytes | None = None,
+                   standard: str | None = None) -> Exchange:
         """Send a business message; the confirmation must be readable and valid.
 
         ``expect`` OK/ERROR fails the check if the status differs; None takes either.
         ``raw`` sends those bytes instead of the serialised ``message`` (broken input).
+        ``standard`` is what ISO 18626 expects, for the report when ``expect`` is not met.
         """
-        envelope = Envelope(version=self.config.version, message=message)
+        version = self.config.version
+        envelope = Envelope(version=version, message=message)
         body = raw if raw is not None else writer.serialise(envelope, validate=True)
         if isinstance(message, Request):
             self.kit.own_requests.add(message.header.requesting_agency_request_id)
         label = title or describe_out(message)
-        ex = await self.post(body, label)
+        ex = await self.post(body, label, broken=raw is not None)
+        wanted = EXPECTED_CONFIRMATION[message.KIND]
         if ex.error:
-            raise CheckFailed(ex.error)
+            raise CheckFailed(ex.error, sent=label, got="no answer",
+                              expected=f"an HTTP 200 response holding a {wanted}")
         if not 200 <= ex.http_status < 300:
-            raise CheckFailed(f"{label}: the peer answered HTTP {ex.http_status} "
-                              f"({ex.body[:200].decode('utf-8', 'replace').strip()!r}), "
-                              "not a confirmation")
+            raise CheckFailed(
+                f"the peer answered HTTP {ex.http_status}, not a confirmation", sent=label,
+                got=f"HTTP {ex.http_status} "
+                f"{ex.body[:200].decode('utf-8', 'replace').strip()!r}",
+                expected=f"HTTP 200 with a {wanted} (OK, or ERROR with errorData); ISO 18626 "
+                "answers every message with a confirmation in the HTTP response (5.2)")
         check_confirmation(ex, message.KIND, message.header.requesting_agency_request_id,
-                           getattr(message, "action", None))
+                           version, getattr(message, "action", None))
         if ex.problems:
-            raise CheckFailed(f"{label}: " + "; ".join(ex.problems))
+            problem, evidence = ex.problems[0]
+            got = ex.summary() if ex.envelope is not None else (
+                f"HTTP {ex.http_status} with a body that is not a readable ISO 18626 message "
+                "(in full in the log)")
+            raise CheckFailed(problem, sent=label,
+                              got=got + (f": {evidence}" if evidence else ""),
+                              expected=f"a {wanted} valid against the ISO 18626 "
+                              f"{version.value} schema, echoing the request id"
+                              + (" and action" if isinstance(message, RequestingAgencyMessage)
+                                 else ""))
         if expect is not None and ex.status is not expect:
-            raise CheckFailed(f"{label}: expected messageStatus {expect.value}, got "
-                              f"{ex.summary()}")
+            raise CheckFailed(
+                f"the peer answered messageStatus "
+                f"{ex.status.value if ex.status else 'nothing'}, not {expect.value}",
+                sent=label, got=ex.summary(),
+                expected=standard or (f"{wanted} with messageStatus {expect.value}"))
         return ex
 
     async def next_sam(self, rari: str, *, what: str = "a supplyingAgencyMessage",
@@ -512,9 +622,16 @@ class Ctx:
                                       timeout or self.config.timeout)
         self.raise_peer_problems()
         if arrival is None:
-            raise CheckFailed(f"waited {timeout or self.config.timeout:g} s for {what} about "
-                              f"{rari}; none came")
+            self.waited_in_vain(what, rari, timeout)
         return arrival.envelope.message
+
+    def waited_in_vain(self, what: str, rari: str, timeout: float | None) -> None:
+        seconds = timeout or self.config.timeout
+        raise CheckFailed(f"waited {seconds:g} s for {what} about {rari}; none came",
+                          sent=self.last_sent, got=f"nothing within {seconds:g} s",
+                          expected=f"{what} from the peer, POSTed to the kit at "
+                          f"{self.config.public_url} (is {self.config.our_symbol} a partner "
+                          "with that URL?)")
 
     async def stray(self, kind: str, rari: str, timeout: float | None = None):
         """A further message within the settle time (None: none, as it should be)."""
@@ -529,13 +646,15 @@ class Ctx:
                                       timeout or self.config.timeout)
         self.raise_peer_problems()
         if arrival is None:
-            raise CheckFailed(f"waited {timeout or self.config.timeout:g} s for {what} about "
-                              f"{rari}; none came")
+            self.waited_in_vain(what, rari, timeout)
         return arrival.envelope.message
 
     def raise_peer_problems(self) -> None:
         if self.kit.problems:
-            raise CheckFailed(self.kit.problems[0])
+            problem, evidence = self.kit.problems[0]
+            raise CheckFailed(problem, sent=self.last_sent, got=evidence,
+                              expected=f"every message valid ISO 18626 "
+                              f"{self.config.version.value} (the message is in the log)")
 
     # -- driving the peer ---------------------------------------------------------------------
 
@@ -612,8 +731,11 @@ class Ctx:
 
 def describe_out(message) -> str:
     if isinstance(message, Request):
-        st = message.service_info.request_type if message.service_info else None
-        return f"request{' (' + st.value + ')' if st else ''} {message.header.requesting_agency_request_id}"
+        service = message.service_info
+        kind = " ".join(v.value for v in (service.request_type, service.service_type) if v
+                        ) if service else ""
+        return (f"request {message.header.requesting_agency_request_id} ({kind}, "
+                f"{message.bibliographic_info.title!r})")
     if isinstance(message, RequestingAgencyMessage):
         return f"requestingAgencyMessage {message.action.value} " \
                f"{message.header.requesting_agency_request_id}"

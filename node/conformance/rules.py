@@ -18,8 +18,11 @@ rules of NOTES.md section 4:
 * ``Loaned`` carries a ``dueDate``; ``RetryPossible`` a ``reasonRetry``; no
   loan statuses for a Copy request, no CopyCompleted for a Loan request.
 
-Problems are failures; ``warnings`` are things worth a look that the
-standard does not forbid.
+Problems are failures (each a rule, said as the standard's expectation);
+``warnings`` are things worth a look that the standard does not forbid, such
+as a ``reasonRetry`` or delivery method outside the default open code list of
+the version spoken (2021-2 added e.g. MustMeetLoanCondition and Courier and
+dropped LoanPossible and Ariel).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from node.protocol.codes import (
     ReasonForMessage,
     ServiceType,
     Status,
+    Version,
     YesNo,
 )
 from node.protocol.messages import SupplyingAgencyMessage
@@ -43,6 +47,22 @@ _RANK = {
     Status.WILL_SUPPLY: 2,
     Status.LOANED: 3, Status.OVERDUE: 3, Status.RECALLED: 3,
     Status.HOLD_RETURN: 3, Status.RELEASE_HOLD_RETURN: 3,
+}
+# The default open code lists that changed between the editions (NOTES.md section 3).
+_RETRY_BOTH = frozenset({"AtBindery", "CostExceedsMaxCost", "NotCurrentAvailableForILL",
+                         "NotFoundAsCited", "OnLoan", "OnOrder", "ReqDelDateNotPossible",
+                         "ReqDelMethodNotSupp"})
+REASON_RETRY = {
+    Version.V1_2: _RETRY_BOTH | {"LoanPossible"},
+    Version.V2021_2: _RETRY_BOTH | {
+        "CourierNotSupp", "MultiVolAvail", "MustMeetLoanCondition", "ReqEditionNotPossible",
+        "ReqFormatNotPossible", "ReqPayMethodNotSupported", "ReqServLevelNotSupp",
+        "ReqServTypeNotPossible"},
+}
+_METHOD_BOTH = frozenset({"ArticleExchange", "Email", "FTP", "Mail", "Odyssey", "URL"})
+DELIVERY_METHOD = {
+    Version.V1_2: _METHOD_BOTH | {"Ariel"},  # sentVia
+    Version.V2021_2: _METHOD_BOTH | {"Courier"},  # deliveryMethod
 }
 _ANSWERS = {
     ReasonForMessage.RENEW_RESPONSE: Action.RENEW,
@@ -70,6 +90,8 @@ class SupplierLifecycle:
     warnings: list[str] = field(default_factory=list)
     loaned_once: bool = False
     cancel_sent: bool = False
+    version: Version = Version.V1_2
+    where: str = ""  # the last message fed, e.g. "message 2 (StatusChange/Loaned)"
 
     @property
     def path(self) -> str:
@@ -87,49 +109,50 @@ class SupplierLifecycle:
             self.cancel_sent = True
 
     def feed(self, sam: SupplyingAgencyMessage) -> list[str]:
-        """Check one message; return (and remember) the problems it has."""
+        """Check one message; return the rules it breaks (``problems`` keeps them with
+        ``where``: which message)."""
         found: list[str] = []
         info, st = sam.message_info, sam.status_info
         reason, status = info.reason_for_message, st.status
         n = len(self.seen) + 1
-        where = f"message {n} ({describe(sam)})"
+        where = self.where = f"message {n} ({describe(sam)})"
         self.seen.append(describe(sam))
         previous = self.status
 
         if status is None:
-            found.append(f"{where}: statusInfo/status is empty; it is mandatory and must be "
+            found.append("statusInfo/status is empty; it is mandatory and must be "
                          "one of the Status values (Alma's <status/> quirk)")
         # -- reasonForMessage ----------------------------------------------------------
         if reason is ReasonForMessage.REQUEST_RESPONSE and n > 1:
-            found.append(f"{where}: RequestResponse is allowed only on the first message "
+            found.append("RequestResponse is allowed only on the first message "
                          "about a request; later ones use StatusChange or Notification")
         if n == 1 and reason not in (ReasonForMessage.REQUEST_RESPONSE,) and reason not in _ANSWERS:
-            found.append(f"{where}: the first message about a request must have "
+            found.append("the first message about a request must have "
                          "reasonForMessage RequestResponse")
         if reason in _ANSWERS:
             wanted = _ANSWERS[reason]
             if wanted in self.outstanding:
                 self.outstanding.remove(wanted)
             else:
-                found.append(f"{where}: {reason.value} answers a {wanted.value} action, "
+                found.append(f"{reason.value} answers a {wanted.value} action, "
                              "and none was sent")
         if reason in (ReasonForMessage.RENEW_RESPONSE, ReasonForMessage.CANCEL_RESPONSE) and (
                 info.answer_yes_no is None):
-            found.append(f"{where}: {reason.value} must carry messageInfo/answerYesNo")
+            found.append(f"{reason.value} must carry messageInfo/answerYesNo")
         if reason is ReasonForMessage.CANCEL_RESPONSE and status is not None:
             if info.answer_yes_no is YesNo.Y and status is not Status.CANCELLED:
-                found.append(f"{where}: CancelResponse Y must have status Cancelled")
+                found.append("CancelResponse Y must have status Cancelled")
             if info.answer_yes_no is YesNo.N and status is Status.CANCELLED:
-                found.append(f"{where}: CancelResponse N must keep the current status, "
+                found.append("CancelResponse N must keep the current status, "
                              "not Cancelled")
         if reason is ReasonForMessage.RENEW_RESPONSE and info.answer_yes_no is YesNo.Y:
             if status not in LOAN_GROUP:
-                found.append(f"{where}: RenewResponse Y must have status Loaned or Overdue")
+                found.append("RenewResponse Y must have status Loaned or Overdue")
             if st.due_date is None:
-                found.append(f"{where}: RenewResponse Y must carry the new statusInfo/dueDate")
+                found.append("RenewResponse Y must carry the new statusInfo/dueDate")
         if reason is ReasonForMessage.NOTIFICATION and previous is not None and (
                 status is not None and status is not previous):
-            found.append(f"{where}: a Notification must repeat the current status "
+            found.append(f"a Notification must repeat the current status "
                          f"{previous.value}; a new status is a StatusChange")
         if (reason is ReasonForMessage.STATUS_CHANGE and previous is not None
                 and status is previous):
@@ -137,11 +160,11 @@ class SupplierLifecycle:
 
         # -- status order ----------------------------------------------------------------
         if status is not None:
-            found.extend(self._order(where, previous, status, reason))
+            found.extend(self._order(previous, status, reason))
             if status is Status.LOANED and st.due_date is None:
-                found.append(f"{where}: Loaned must carry statusInfo/dueDate")
+                found.append("Loaned must carry statusInfo/dueDate")
             if status is Status.RETRY_POSSIBLE and info.reason_retry is None:
-                found.append(f"{where}: RetryPossible must say why in messageInfo/reasonRetry")
+                found.append("RetryPossible must say why in messageInfo/reasonRetry")
             if status is Status.COPY_COMPLETED and sam.delivery_info is None:
                 self.warnings.append(f"{where}: CopyCompleted without deliveryInfo")
             if (status is Status.LOANED and sam.delivery_info is None
@@ -150,39 +173,55 @@ class SupplierLifecycle:
             if status in LOAN_GROUP:
                 self.loaned_once = True
             self.status = status
-        self.problems.extend(found)
+        self._codes(where, sam)
+        self.problems.extend(f"{where}: {p}" for p in found)
         return found
 
-    def _order(self, where: str, previous: Status | None, status: Status,
+    def _codes(self, where: str, sam: SupplyingAgencyMessage) -> None:
+        """Open code values outside the default list of the version spoken: worth a look
+        (a receiver may reject them with UnrecognisedDataValue, Annex B), not forbidden."""
+        retry = sam.message_info.reason_retry
+        if retry is not None and retry.value not in REASON_RETRY[self.version]:
+            self.warnings.append(f"{where}: reasonRetry {retry.value!r} is not in ISO 18626 "
+                                 f"{self.version.value}'s ReasonRetry list")
+        delivery = sam.delivery_info
+        method = delivery.delivery_method if delivery is not None else None
+        if method is not None and method.value not in DELIVERY_METHOD[self.version]:
+            name = "deliveryMethod" if self.version is Version.V2021_2 else "sentVia"
+            self.warnings.append(f"{where}: {name} {method.value!r} is not in ISO 18626 "
+                                 f"{self.version.value}'s {name} list")
+
+    def _order(self, previous: Status | None, status: Status,
                reason: ReasonForMessage) -> list[str]:
         out: list[str] = []
         if previous in TERMINAL_STATUSES:
             if not (reason is ReasonForMessage.NOTIFICATION and status is previous) and not (
                     reason is ReasonForMessage.CANCEL_RESPONSE and status is previous):
-                out.append(f"{where}: nothing may follow the terminal status {previous.value} "
+                out.append(f"nothing may follow the terminal status {previous.value} "
                            "but a Notification repeating it")
             return out
         copy = self.service_type is ServiceType.COPY
         if copy and status in LOAN_GROUP | {Status.LOAN_COMPLETED,
                                             Status.COMPLETED_WITHOUT_RETURN}:
-            out.append(f"{where}: {status.value} is a loan status, but this is a Copy request")
+            out.append(f"a Copy request gets no loan statuses such as {status.value}; it ends "
+                       "CopyCompleted")
         if self.service_type is ServiceType.LOAN and status is Status.COPY_COMPLETED:
-            out.append(f"{where}: CopyCompleted answers a Copy request, but this is a Loan")
+            out.append("CopyCompleted ends a Copy request only; this is a Loan request")
         if status is Status.CANCELLED and not self.cancel_sent:
-            out.append(f"{where}: Cancelled without a Cancel from the requester")
+            out.append("Cancelled only in answer to a Cancel from the requester, and none was sent")
         if status in (Status.LOAN_COMPLETED, Status.COMPLETED_WITHOUT_RETURN) and (
                 previous not in LOAN_GROUP):
-            out.append(f"{where}: {status.value} must follow Loaned/Overdue/Recalled, "
+            out.append(f"{status.value} must follow Loaned/Overdue/Recalled, "
                        f"not {previous.value if previous else 'nothing'}")
         if status in (Status.OVERDUE, Status.RECALLED) and previous not in LOAN_GROUP:
-            out.append(f"{where}: {status.value} must follow Loaned, "
+            out.append(f"{status.value} must follow Loaned, "
                        f"not {previous.value if previous else 'nothing'}")
         if status in (Status.UNFILLED, Status.RETRY_POSSIBLE, Status.COPY_COMPLETED) and (
                 previous in LOAN_GROUP):
-            out.append(f"{where}: {status.value} cannot follow {previous.value}: "
+            out.append(f"{status.value} cannot follow {previous.value}: "
                        "the item is on loan")
         if status in _RANK and previous in _RANK and _RANK[status] < _RANK[previous]:
-            out.append(f"{where}: {status.value} cannot follow {previous.value} "
+            out.append(f"{status.value} cannot follow {previous.value} "
                        "(statuses only move forward)")
         return out
 
@@ -200,6 +239,7 @@ class RequesterActions:
     cancelled: bool = False
     seen: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    where: str = ""  # the last action fed, e.g. "action 1 (ShippedReturn)"
 
     def supplier_sent(self, status: Status) -> None:
         if status in LOAN_GROUP:
@@ -209,22 +249,21 @@ class RequesterActions:
 
     def feed(self, action: Action) -> list[str]:
         found: list[str] = []
-        where = f"action {len(self.seen) + 1} ({action.value})"
+        where = self.where = f"action {len(self.seen) + 1} ({action.value})"
         self.seen.append(action.value)
         if self.cancelled and action not in (Action.NOTIFICATION, Action.STATUS_REQUEST):
-            found.append(f"{where}: the request was Cancelled; only a Notification or "
-                         "StatusRequest may follow")
+            found.append("after Cancelled only a Notification or a StatusRequest may follow")
         elif action is Action.RECEIVED and not self.loaned:
-            found.append(f"{where}: Received before the item was Loaned")
+            found.append("Received only after the supplier sent Loaned")
         elif action is Action.SHIPPED_RETURN:
             if not self.loaned:
-                found.append(f"{where}: ShippedReturn before the item was Loaned")
+                found.append("ShippedReturn only after the supplier sent Loaned")
             elif not self.received:
-                found.append(f"{where}: ShippedReturn before Received")
+                found.append("ShippedReturn only after the requester sent Received")
             self.returned = True
         elif action is Action.RENEW and not self.loaned:
-            found.append(f"{where}: Renew before the item was Loaned")
+            found.append("Renew only during a loan (after Loaned)")
         if action is Action.RECEIVED:
             self.received = True
-        self.problems.extend(found)
+        self.problems.extend(f"{where}: {p}" for p in found)
         return found

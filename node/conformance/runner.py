@@ -26,9 +26,20 @@ class Result:
     seconds: float
     log: CheckLog
     warnings: list[str] = field(default_factory=list)
+    # for a FAIL: what the kit sent, what came back, what ISO 18626 expects
+    sent: str | None = None
+    got: str | None = None
+    expected: str | None = None
+
+    def explanation(self) -> str:
+        """The FAIL's sent / got / expected lines (empty when there are none)."""
+        rows = [("we sent", self.sent), ("peer sent", self.got), ("expected", self.expected)]
+        return "".join(f"     {label + ':':10} {text}\n" for label, text in rows if text)
 
     def line(self) -> str:
         text = f"{self.outcome} {self.name} — {self.detail}"
+        if self.outcome == "FAIL":
+            text += ("\n" + self.explanation()).rstrip("\n")
         for w in self.warnings:
             text += f"\n     warning: {w}"
         return text
@@ -64,7 +75,8 @@ async def run_checks(config: KitConfig, *, listen: tuple[str, int], only: list[s
                 config.peer_api) else None
             if out:
                 print(f"conformance: peer {config.peer_symbol} at {config.peer_url} ({kind}); "
-                      f"we are {config.our_symbol} at {config.public_url}", file=out)
+                      f"we are {config.our_symbol} at {config.public_url}; "
+                      f"ISO 18626 {config.version.value}", file=out)
             for chk in checks:
                 result = await run_one(chk, config, kit, http, driver, kind)
                 results.append(result)
@@ -81,17 +93,22 @@ async def run_checks(config: KitConfig, *, listen: tuple[str, int], only: list[s
 
 async def run_one(chk: Check, config: KitConfig, kit: KitServer, http, driver, kind) -> Result:
     log = CheckLog(chk.name)
-    log.note(f"{chk.name} ({chk.role} role): {chk.summary}")
+    log.note(f"{chk.name} ({chk.role} role, ISO 18626 {config.version.value}): {chk.summary}")
     kit.begin(log)
     ctx = Ctx(config, kit, http, log, driver, kind)
     started = time.monotonic()
+    failed: CheckFailed | None = None
     try:
+        if config.version not in chk.versions:
+            raise CheckSkipped(
+                f"only in ISO 18626 {', '.join(v.value for v in chk.versions)} "
+                f"(run with --version {chk.versions[0].value})")
         detail = await asyncio.wait_for(chk.run(ctx), timeout=config.timeout * 6)
         if ctx.notes:
             detail += " (" + "; ".join(ctx.notes) + ")"
         outcome = "PASS"
     except CheckFailed as exc:
-        outcome, detail = "FAIL", str(exc)
+        outcome, detail, failed = "FAIL", str(exc), exc
     except CheckSkipped as exc:
         outcome, detail = "SKIP", str(exc)
     except TimeoutError:
@@ -100,11 +117,14 @@ async def run_one(chk: Check, config: KitConfig, kit: KitServer, http, driver, k
         outcome, detail = "FAIL", f"kit error: {type(exc).__name__}: {exc}"
     finally:
         kit.log = None
-    log.note(f"{outcome}: {detail}")
+    result = Result(name=chk.name, role=chk.role, outcome=outcome, detail=detail,
+                    seconds=time.monotonic() - started, log=log, warnings=list(ctx.warnings),
+                    sent=failed and failed.sent, got=failed and failed.got,
+                    expected=failed and failed.expected)
+    log.note(f"{outcome}: {detail}\n{result.explanation()}".rstrip())
     for w in ctx.warnings:
         log.note(f"warning: {w}")
-    return Result(name=chk.name, role=chk.role, outcome=outcome, detail=detail,
-                  seconds=time.monotonic() - started, log=log, warnings=list(ctx.warnings))
+    return result
 
 
 def write_logs(results: list[Result], directory: Path) -> None:
@@ -123,7 +143,8 @@ def junit_xml(results: list[Result], suite: str = "iso18626-conformance") -> byt
         case = etree.SubElement(s, "testcase", classname=f"conformance.{r.role}", name=r.name,
                                 time=f"{r.seconds:.3f}")
         if r.outcome == "FAIL":
-            etree.SubElement(case, "failure", message=r.detail).text = r.log.render()
+            etree.SubElement(case, "failure", message=r.detail).text = (
+                r.explanation() + "\n" + r.log.render())
         elif r.outcome == "SKIP":
             etree.SubElement(case, "skipped", message=r.detail)
         else:

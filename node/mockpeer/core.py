@@ -51,6 +51,7 @@ from node.protocol.codes import (
     RequestType,
     ServiceType,
     Status,
+    Version,
     YesNo,
 )
 from node.protocol.errors import ProtocolError
@@ -66,6 +67,7 @@ from node.protocol.messages import (
     Request,
     RequestConfirmation,
     RequestingAgencyMessage,
+    RetryInfo,
     StatusInfo,
     SupplyingAgencyMessage,
 )
@@ -96,6 +98,10 @@ BREAKS: dict[str, str] = {
     "renew-without-due-date": "renew",
     "return-without-received": "requester-loan",
     "ignore-cancel-answer": "requester-cancel",
+    # Loaned names its deliveryMethod as the other edition does (2021-2: sentVia)
+    "other-edition-delivery-method": "loan",
+    "lost-as-loan-completed": "lost",
+    "refuse-hold-return": "hold-return",
 }
 
 LOAN_DAYS = 14
@@ -106,7 +112,7 @@ XML_TYPES = ("application/xml", "text/xml")
 class Send:
     """A message to send later: ``kind`` says what, ``key`` which transaction."""
 
-    kind: str  # status|overdue|recalled|renew|cancel|completed|notify|status-response|request|retry|action
+    kind: str  # status|overdue|recalled|renew|cancel|completed|lost|status-response|request|retry|action
     role: str  # supplier | requester
     key: tuple[str, ...]
     factor: float = 1.0  # of the configured delay
@@ -126,7 +132,7 @@ class Reply:
 @dataclass
 class SupplierTx:
     request: Request
-    version: object
+    version: Version
     plan: Plan
     requester_url: str
     supplying_request_id: str
@@ -143,7 +149,7 @@ class SupplierTx:
 @dataclass
 class RequesterTx:
     request: Request  # the request we sent (updated on retry)
-    version: object
+    version: Version
     supplier_url: str
     cancel: bool = False
     renew: bool = False
@@ -171,7 +177,8 @@ def _flow_ids(header: Header) -> tuple[str, str, str]:
 
 class MockPeer:
     def __init__(self, *, peer_url: str, quirks: frozenset[str] | set[str] = frozenset(),
-                 breaks: frozenset[str] | set[str] = frozenset(), validate: bool = True):
+                 breaks: frozenset[str] | set[str] = frozenset(), validate: bool = True,
+                 version: Version | None = None):
         unknown = set(quirks) - set(QUIRKS)
         if unknown:
             raise ValueError(f"unknown quirk(s): {', '.join(sorted(unknown))}; "
@@ -180,6 +187,7 @@ class MockPeer:
         if unknown:
             raise ValueError(f"unknown breakage(s): {', '.join(sorted(unknown))}")
         self.peer_url = peer_url
+        self.version = version  # None: each exchange in the version it was begun in
         self.quirks = frozenset(quirks)
         self.breaks = frozenset(breaks)
         self.validate = validate and not self.quirks and not self.breaks
@@ -209,6 +217,10 @@ class MockPeer:
                 and msg.message_info.reason_for_message is ReasonForMessage.NOTIFICATION):
             for el in root.iter(_Q + "status"):
                 el.text = None
+        if "other-edition-delivery-method" in self.breaks:
+            wrong = "sentVia" if envelope.version is Version.V2021_2 else "deliveryMethod"
+            for el in root.iter(_Q + "deliveryMethod", _Q + "sentVia"):
+                el.tag = _Q + wrong
         if "invalid-confirmation" in self.breaks and envelope.kind.endswith("Confirmation"):
             header = next(root.iter(_Q + "confirmationHeader"))
             etree.SubElement(header, _Q + "mockBogusElement").text = "not in the schema"
@@ -216,6 +228,7 @@ class MockPeer:
 
     def _confirm(self, message, version, now, error: ProtocolError | None = None) -> bytes:
         conf = confirm.confirmation_for(message, now=now, error=error)
+        version = self.version or version
         if ("wrong-confirmation-kind" in self.breaks
                 and not isinstance(message, Request)):
             conf = RequestConfirmation(confirmation_header=conf.confirmation_header,
@@ -257,6 +270,8 @@ class MockPeer:
 
     def _unreadable(self, body: bytes, exc: ProtocolError, now: datetime) -> Reply:
         answer = confirm.error_confirmation_from_bytes(body, exc, now=now)
+        if self.version is not None:
+            answer = replace(answer, version=self.version)
         ok = (("ok-on-invalid-action" in self.breaks
                and exc.error_type is ErrorType.UNSUPPORTED_ACTION_TYPE)
               or ("ok-on-invalid-status" in self.breaks and "status" in exc.value)
@@ -335,7 +350,8 @@ class MockPeer:
         if "copy-as-loan" in self.breaks:
             pending = [Status.LOAN_COMPLETED if s is Status.COPY_COMPLETED else s
                        for s in pending]
-        tx = SupplierTx(request=msg, version=envelope.version, plan=plan, requester_url=url,
+        tx = SupplierTx(request=msg, version=self.version or envelope.version, plan=plan,
+                        requester_url=url,
                         supplying_request_id=str(uuid.uuid4()), pending=pending,
                         overdue=plan.overdue, recalled=plan.recalled)
         self.suppliers[key] = tx
@@ -374,11 +390,18 @@ class MockPeer:
             sends.append(Send(kind="completed", role="supplier", key=key))
         elif action is Action.STATUS_REQUEST:
             sends.append(Send(kind="status-response", role="supplier", key=key, factor=0.1))
+        elif action is Action.LOST:
+            sends.append(Send(kind="lost", role="supplier", key=key))
+        elif action is Action.HOLD_RETURN and "refuse-hold-return" in self.breaks:
+            return self._reply("supplier", header, msg, envelope.version, now, ProtocolError(
+                ErrorType.UNSUPPORTED_ACTION_TYPE, "HoldReturn"))
+        # HoldReturn (2021): the borrower cannot return yet; a confirmation is all it needs
         return self._reply("supplier", header, msg, envelope.version, now, sends=sends)
 
     def _sam(self, tx: SupplierTx, now: datetime, *, reason: ReasonForMessage, status: Status,
              answer: YesNo | None = None, due: datetime | None = None,
-             delivery: DeliveryInfo | None = None, **info) -> SupplyingAgencyMessage:
+             delivery: DeliveryInfo | None = None, retry_info: RetryInfo | None = None,
+             **info) -> SupplyingAgencyMessage:
         h = tx.request.header
         header = Header(
             supplying_agency_id=h.supplying_agency_id,
@@ -394,7 +417,7 @@ class MockPeer:
             header=header,
             message_info=MessageInfo(reason_for_message=reason, answer_yes_no=answer, **info),
             status_info=StatusInfo(status=status, last_change=now, due_date=due),
-            delivery_info=delivery,
+            retry_info=retry_info, delivery_info=delivery,
         )
 
     def _first_reason(self, tx: SupplierTx) -> ReasonForMessage:
@@ -446,7 +469,7 @@ class MockPeer:
                                  due=tx.due)
             reason = self._first_reason(tx)
             info: dict = {}
-            delivery = None
+            delivery = retry_info = None
             due = None
             if status is Status.RETRY_POSSIBLE:
                 retry = tx.plan.reason_retry
@@ -458,6 +481,11 @@ class MockPeer:
                                                    monetary_value=Decimal(35)),)
                 elif retry == "OnLoan":
                     info["retry_after"] = now
+                elif retry == "LoanCondition" and tx.version is Version.V2021_2:
+                    # 2021-2 has a code and a place for it; v1.2 only illmock's way below
+                    if "retry-without-reason" not in self.breaks:
+                        info["reason_retry"] = Code("MustMeetLoanCondition")
+                    retry_info = RetryInfo(loan_condition=(Code("NoReproduction"),))
                 elif retry == "LoanCondition":
                     delivery = DeliveryInfo(date_sent=now, loan_condition=(Code("NoReproduction"),))
             elif status is Status.LOANED:
@@ -471,7 +499,7 @@ class MockPeer:
             elif status is Status.LOAN_COMPLETED and tx.plan.scenario == "COMPLETED":
                 pass
             return self._sam(tx, now, reason=reason, status=status, due=due,
-                             delivery=delivery, **info)
+                             delivery=delivery, retry_info=retry_info, **info)
         if send.kind in ("overdue", "recalled"):
             status = Status.OVERDUE if send.kind == "overdue" else Status.RECALLED
             return self._sam(tx, now, reason=ReasonForMessage.STATUS_CHANGE, status=status,
@@ -499,6 +527,13 @@ class MockPeer:
                 return None
             return self._sam(tx, now, reason=ReasonForMessage.STATUS_CHANGE,
                              status=Status.LOAN_COMPLETED)
+        if send.kind == "lost":  # 2021: Lost -> CompletedWithoutReturn
+            if not tx.loaned or tx.status in TERMINAL_STATUSES:
+                return None
+            lost = (Status.LOAN_COMPLETED if "lost-as-loan-completed" in self.breaks
+                    else Status.COMPLETED_WITHOUT_RETURN)
+            return self._sam(tx, now, reason=ReasonForMessage.STATUS_CHANGE, status=lost,
+                             note="mock peer: recorded as lost")
         if send.kind == "status-response":
             return self._sam(tx, now, reason=ReasonForMessage.STATUS_REQUEST_RESPONSE,
                              status=tx.status or Status.REQUEST_RECEIVED, due=tx.due)
@@ -535,7 +570,7 @@ class MockPeer:
             return self._reply("requester", header, msg, envelope.version, now, ProtocolError(
                 ErrorType.UNRECOGNISED_DATA_VALUE, "RequestingAgencyRequestId already exists"))
         self.requesters[key] = RequesterTx(
-            request=forwarded, version=envelope.version, supplier_url=url,
+            request=forwarded, version=self.version or envelope.version, supplier_url=url,
             cancel=note == "#CANCEL#", renew=note == "#RENEW#", recall=note == "#RECALL#",
             retry_keep_id=bool(note and "#RETRYKEEPID#" in note),
         )
@@ -608,6 +643,8 @@ class MockPeer:
             service = old.service_info
             service = replace(service, request_type=RequestType.RETRY,
                               requesting_agency_previous_request_id=prev)
+            if sam is not None and sam.retry_info is not None and sam.retry_info.loan_condition:
+                service = replace(service, loan_condition=sam.retry_info.loan_condition)
             billing = old.billing_info
             if (sam is not None and sam.message_info.reason_retry is not None
                     and sam.message_info.reason_retry.value == "CostExceedsMaxCost"

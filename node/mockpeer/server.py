@@ -17,6 +17,8 @@ from typing import Self
 import aiohttp
 from aiohttp import web
 
+from node.protocol.codes import Version
+
 from .core import MockPeer, Send
 from .flows import FlowLog
 
@@ -134,8 +136,10 @@ class RunningMock:
     """A mock peer listening on loopback in this event loop (tests, conformance)."""
 
     def __init__(self, *, host: str = "127.0.0.1", port: int = 0, peer_url: str | None = None,
-                 delay: float = 0.05, quirks=frozenset(), breaks=frozenset()):
+                 delay: float = 0.05, quirks=frozenset(), breaks=frozenset(),
+                 version: Version | None = None):
         self.host, self.port = host, port
+        self.version = version
         self._peer_url = peer_url
         self.delay = delay
         self.quirks, self.breaks = quirks, breaks
@@ -158,7 +162,7 @@ class RunningMock:
                 s.bind((self.host, 0))
                 self.port = s.getsockname()[1]
         core = MockPeer(peer_url=self._peer_url or self.endpoint, quirks=self.quirks,
-                        breaks=self.breaks)
+                        breaks=self.breaks, version=self.version)
         self.server = MockServer(core, delay=self.delay)
         self.runner = web.AppRunner(self.server.app(), access_log=None)
         await self.runner.setup()

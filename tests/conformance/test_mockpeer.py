@@ -21,6 +21,7 @@ from node.protocol.codes import (
     RequestType,
     ServiceType,
     Status,
+    Version,
     YesNo,
 )
 from node.protocol.messages import Envelope
@@ -29,6 +30,7 @@ from node.protocol.schema import validation_errors
 from tests import builders
 from tests.harness import XML, free_port
 from tests.peer import Peer
+from tests.protocol.test_writer import assert_officially_valid
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -161,6 +163,58 @@ def test_everything_sent_validates_without_quirks():
 
 def env_version(reply):
     return reader.parse(reply.body).version
+
+
+@pytest.mark.parametrize("version", [Version.V1_2, Version.V2021_2], ids=str)
+def test_a_configured_version_is_what_it_writes_whatever_it_is_sent(version):
+    """``--version``: spoken to in the other version, the mock still answers and sends
+    in its own, valid against the official schema."""
+    other = Version.V2021_2 if version is Version.V1_2 else Version.V1_2
+    core = MockPeer(peer_url="http://peer/iso18626", version=version)
+    for n, scenario in enumerate(["WILLSUPPLY_LOANED", "RETRY:COST", "RETRY:COND",
+                                  "RETRY:ONLOAN", "UNFILLED", "COMPLETED"]):
+        reply = core.receive(body(replace(req(f"MOCK:SUP:{scenario}", rari=f"c{n}"),
+                                          version=other)), NOW)
+        assert_officially_valid(reply.body, version)
+        for send in reply.sends:
+            _, data = core.build(send, NOW)
+            assert_officially_valid(data, version)
+            assert reader.parse(data).version is version
+    unreadable = core.receive(b"<ISO18626Message", NOW)
+    assert_officially_valid(unreadable.body, version)
+
+
+def test_2021_retry_cond_offers_the_condition_in_retry_info():
+    core = MockPeer(peer_url="http://peer/iso18626", version=Version.V2021_2)
+    [send] = core.receive(body(req("MOCK:SUP:RETRY:COND")), NOW).sends
+    _, sam = sam_of(core, send)
+    assert sam.message_info.reason_retry.value == "MustMeetLoanCondition"
+    assert [c.value for c in sam.retry_info.loan_condition] == ["NoReproduction"]
+    # v1.2 has neither: illmock's own value, and the condition in deliveryInfo
+    v12 = MockPeer(peer_url="http://peer/iso18626")
+    [send] = v12.receive(body(req("MOCK:SUP:RETRY:COND")), NOW).sends
+    _, sam = sam_of(v12, send)
+    assert sam.message_info.reason_retry.value == "LoanCondition" and sam.retry_info is None
+    assert [c.value for c in sam.delivery_info.loan_condition] == ["NoReproduction"]
+
+
+def test_2021_lost_ends_completed_without_return_and_hold_return_is_confirmed():
+    core = MockPeer(peer_url="http://peer/iso18626")
+
+    def v21(env):
+        return body(replace(env, version=Version.V2021_2))
+
+    sam_of(core, core.receive(v21(req("MOCK:SUP:LOANED", rari="h")), NOW).sends[0])
+    hold = core.receive(v21(builders.action("ISIL:REQ", "ISIL:SUP", "h", Action.HOLD_RETURN)),
+                        NOW)
+    conf = reader.parse(hold.body)
+    assert conf.version is Version.V2021_2 and hold.sends == []
+    assert conf.message.confirmation_header.message_status is MessageStatus.OK
+    [lost] = core.receive(v21(builders.action("ISIL:REQ", "ISIL:SUP", "h", Action.LOST)),
+                          NOW).sends
+    _, sam = sam_of(core, lost)
+    assert sam.status_info.status is Status.COMPLETED_WITHOUT_RETURN
+    assert sam.message_info.reason_for_message is ReasonForMessage.STATUS_CHANGE
 
 
 def test_quirks_produce_what_they_say():
