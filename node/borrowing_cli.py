@@ -21,10 +21,10 @@ import asyncio
 import json
 import sys
 from collections.abc import Awaitable, Callable
-from datetime import date
 from pathlib import Path
 from typing import Any
 
+from . import closure_cli
 from .serve_cli import load_or_report
 
 PROG = "ill-node borrowing"
@@ -97,12 +97,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                 _return)
     p.add_argument("barcode")
     p = command("closure", "show or set 'temporarily inactive for borrowing'", _closure)
-    onoff = p.add_mutually_exclusive_group()
-    onoff.add_argument("--on", action="store_true", help="suspend borrowing")
-    onoff.add_argument("--off", action="store_true", help="borrowing open again")
-    p.add_argument("--start", help="first closed day (YYYY-MM-DD)")
-    p.add_argument("--end", help="last closed day (YYYY-MM-DD, inclusive)")
-    p.add_argument("--note", default=None, help="text shown to patrons")
+    closure_cli.add_arguments(p, "borrowing")
 
 
 # -- running a command --------------------------------------------------------------
@@ -292,32 +287,5 @@ async def _return(node, args, actor: str) -> int:
     return 0
 
 
-def _day(value: str | None, name: str) -> date | None:
-    if value in (None, ""):
-        return None
-    try:
-        return date.fromisoformat(value)
-    except ValueError:
-        raise CliError(f"--{name} must be a date like 2026-12-20, not {value!r}") from None
-
-
 async def _closure(node, args, actor: str) -> int:
-    from . import borrowing_ops
-
-    if args.on or args.off:
-        current = await borrowing_ops.closure(node)
-        note = args.note if args.note is not None else (current.note if args.on else "")
-        closure = await borrowing_ops.set_closure(
-            node, active=bool(args.on), start=_day(args.start, "start"),
-            end=_day(args.end, "end"), note=note, actor=actor)
-    else:
-        if args.start or args.end or args.note is not None:
-            raise CliError("give --on or --off with --start, --end or --note")
-        closure = await borrowing_ops.closure(node)
-    in_effect = closure.applies_on(node.clock().date())
-    if not closure.active:
-        print("borrowing is open")
-    else:
-        print(closure.describe("Borrowing") + (f" ({closure.note})" if closure.note else "")
-              + ("" if in_effect else " - not in effect today"))
-    return 0
+    return await closure_cli.run(node, "borrowing", args, actor=actor)

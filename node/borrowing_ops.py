@@ -10,7 +10,6 @@ allowed now :class:`~node.machine.StaffActionError` (409).
 
 from __future__ import annotations
 
-from datetime import date
 from typing import Any
 
 from .borrower.machine import BorrowingState
@@ -183,18 +182,3 @@ async def partners(node) -> list[dict[str, Any]]:
 
 def _iso(value: Any) -> str | None:
     return value.isoformat() if value is not None else None
-
-
-async def closure(node) -> Any:
-    async with node.engine.connect() as conn:
-        return await repo.closure(conn, "borrowing", node.config)
-
-
-async def set_closure(node, *, active: bool, start: date | None, end: date | None, note: str,
-                      actor: str) -> Any:
-    if start and end and end < start:
-        raise ValueError("end must not be before start")
-    async with node.engine.begin() as conn:
-        await repo.set_closure(conn, "borrowing", active=active, start=start, end=end,
-                               note=note, actor=actor, now=node.clock())
-        return await repo.closure(conn, "borrowing", node.config)

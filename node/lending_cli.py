@@ -26,6 +26,7 @@ from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from . import closure_cli
 from .serve_cli import load_or_report
 
 if TYPE_CHECKING:
@@ -85,13 +86,7 @@ def _add_actions(parser: argparse.ArgumentParser) -> None:
     add("pull-slips", "print the slips of every request waiting to be pulled", _pull_slips)
 
     p = add("closure", "show or set 'temporarily inactive for lending'", _closure)
-    onoff = p.add_mutually_exclusive_group()
-    onoff.add_argument("--on", dest="active", action="store_const", const=True)
-    onoff.add_argument("--off", dest="active", action="store_const", const=False)
-    p.add_argument("--start", help="first closed day, YYYY-MM-DD")
-    p.add_argument("--end", help="last closed day, YYYY-MM-DD")
-    p.add_argument("--note", help="added to the answer partners get")
-
+    closure_cli.add_arguments(p, "lending")
 
 def _run(func, args: argparse.Namespace) -> int:
     from sqlalchemy.exc import SQLAlchemyError
@@ -285,36 +280,5 @@ async def _pull_slips(node: Node, args) -> int:
     return 0
 
 
-def _date_arg(value: str | None, name: str) -> date | None:
-    if value in (None, ""):
-        return None
-    try:
-        return date.fromisoformat(value)
-    except ValueError:
-        raise CliError(f"--{name} must be a date like 2026-12-20, not {value!r}") from None
-
-
 async def _closure(node: Node, args) -> int:
-    from .store import repo
-
-    async with node.engine.begin() as conn:
-        current = await repo.closure(conn, "lending", node.config)
-        changing = args.active is not None or args.start or args.end or args.note is not None
-        if changing:
-            active = current.active if args.active is None else args.active
-            start = _date_arg(args.start, "start") if args.start is not None else current.start
-            end = _date_arg(args.end, "end") if args.end is not None else current.end
-            if args.active is False and args.start is None and args.end is None:
-                start = end = None
-            if start and end and end < start:
-                raise CliError("--end must not be before --start")
-            note = current.note if args.note is None else args.note
-            await repo.set_closure(conn, "lending", active=active, start=start, end=end,
-                                   note=note, actor=_actor(args), now=node.clock())
-            current = await repo.closure(conn, "lending", node.config)
-    today = node.clock().date()
-    state = "in effect now" if current.applies_on(today) else (
-        "set, not in effect today" if current.active else "open for lending")
-    print(f"lending: {state}" + (f": {current.describe('Lending')}" if current.active else "")
-          + (f" ({current.note})" if current.active and current.note else ""))
-    return 0
+    return await closure_cli.run(node, "lending", args, actor=_actor(args))

@@ -123,7 +123,7 @@ def test_borrowing_commands_offline(tmp_path, db_url, capsys):
 
     # temporarily inactive for borrowing
     code, out, err = run(capsys, "borrowing", "closure", "--config", config)
-    assert code == 0 and out.strip() == "borrowing is open"
+    assert code == 0 and out.strip() == "borrowing: open for borrowing"
     code, out, err = run(capsys, "borrowing", "closure", "--config", config, "--on",
                          "--start", "2020-01-01", "--end", "2099-12-31", "--note", "inventory")
     assert code == 0 and "Borrowing suspended 2020-01-01 to 2099-12-31 (inventory)" in out
@@ -132,12 +132,12 @@ def test_borrowing_commands_offline(tmp_path, db_url, capsys):
     assert code == 1 and "2099-12-31" in err and "suspended" in err
     code, out, err = run(capsys, "borrowing", "closure", "--config", config, "--on",
                          "--start", "2099-12-31", "--end", "2099-01-01")
-    assert code == 1 and "end must not be before start" in err
+    assert code == 1 and "is before --start" in err
     code, out, err = run(capsys, "borrowing", "closure", "--config", config, "--on",
                          "--start", "soon")
     assert code == 1 and "--start must be a date" in err
     code, out, err = run(capsys, "borrowing", "closure", "--config", config, "--off")
-    assert code == 0 and out.strip() == "borrowing is open"
+    assert code == 0 and out.strip() == "borrowing: open for borrowing"
 
     # a broken configuration: its problems, exit 1, no traceback
     bad = tmp_path / "bad.toml"
