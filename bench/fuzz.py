@@ -81,7 +81,6 @@ def main() -> int:
     node = LiveNode(directory, database_urls(args.db, directory))
     messages = bases(node.lib.symbol)
     kinds: dict[str, int] = {}
-    statuses: dict[int, int] = {}
     failures: list[str] = []
 
     @settings(max_examples=args.per_round, deadline=None, database=None,

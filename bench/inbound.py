@@ -236,7 +236,6 @@ def main() -> int:
                      str(args.profile / f"inbound-{args.db}.collapsed")],
                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             cpu0 = cpu_seconds(node.pid)
-            t_start = time.time()
             ours = max_rate(node_url, conns=args.conns, duration=duration, prefix="a",
                             files=files)
             ours["server_cpu"] = (cpu_seconds(node.pid) - cpu0) / ours["duration_s"]

@@ -26,7 +26,6 @@ from tests.security.support import (
     confirmation,
     counts,
     keypair,
-    load_holdings,
     post,
     serialise,
 )

@@ -8,7 +8,6 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from lxml import etree
 from sqlalchemy import func, select
 
 from node.protocol import reader

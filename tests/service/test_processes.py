@@ -1,4 +1,4 @@
-"""Nodes as real OS processes: SIGKILL mid-traffic, and two processes on one database."""
+"""Nodes as real OS processes: two processes on one database (SIGKILL: test_group_commit)."""
 
 from __future__ import annotations
 
@@ -11,12 +11,10 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from sqlalchemy import select
 
 from node.protocol import reader, writer
 from node.protocol.codes import MessageStatus
 from node.store import db
-from node.store import tables as t
 from tests import builders
 from tests.harness import XML, free_port
 from tests.peer import Peer
@@ -96,54 +94,6 @@ async def send(http: aiohttp.ClientSession, port: int, rari: str) -> bool:
             return conf.confirmation_header.message_status is MessageStatus.OK
     except (aiohttp.ClientError, asyncio.TimeoutError):
         return False
-
-
-async def test_sigkill_loses_no_confirmed_message(tmp_path):
-    port = free_port()
-    peer = Peer(PEER)
-    peer.answer = lambda env: 503  # the peer refuses for now: our answers stay queued
-    await peer.start()
-    url = f"sqlite:///{tmp_path / 'node.db'}"
-    config = write_config(tmp_path / "config.toml", port, url, peer.endpoint)
-    assert subprocess.run([sys.executable, "-m", "node.cli", "migrate", "--config",
-                           str(config)], capture_output=True).returncode == 0
-    node = NodeProcess(config, port, tmp_path / "node.log")
-    await node.start()
-    confirmed: list[str] = []
-    try:
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as http:
-            async def client(n: int) -> None:
-                for i in range(1000):
-                    rari = f"c{n}-{i}"
-                    if await send(http, port, rari):
-                        confirmed.append(rari)
-                    elif node.proc.poll() is not None:
-                        return
-
-            clients = [asyncio.create_task(client(n)) for n in range(4)]
-            while len(confirmed) < 40:
-                await asyncio.sleep(0.01)
-            node.kill()  # mid-traffic: the clients are still sending
-            await asyncio.gather(*clients)
-        assert len(confirmed) >= 40
-        # Restart: every confirmed message is there, and its queued answer goes out.
-        peer.answer = lambda env: None
-        await node.start()
-        engine = db.create_engine(f"sqlite+aiosqlite:///{tmp_path / 'node.db'}")
-        try:
-            async with engine.connect() as conn:
-                stored = {r.requesting_request_id for r in await conn.execute(
-                    select(t.messages.c.requesting_request_id)
-                    .where(t.messages.c.direction == "in"))}
-        finally:
-            await engine.dispose()
-        assert set(confirmed) <= stored
-        await peer.wait_for(len(confirmed), timeout=30)
-        answered = {e.message.header.requesting_agency_request_id for e in peer.received}
-        assert set(confirmed) <= answered
-    finally:
-        node.stop()
-        await peer.stop()
 
 
 async def test_two_processes_on_one_postgresql_send_each_message_once(tmp_path, db_url):
