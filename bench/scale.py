@@ -24,6 +24,12 @@ each ``--runs`` times (p50/p99; a query is cut short after ~15 s of repeats):
 - ``repo.lock_transaction`` (the duplicate check every inbound Request makes);
 - ``repo.view_by_public_id`` (a staff member opens one request);
 - auto-locate ``repo.locate`` for an ISBN hit and for a title-only hit;
+- the desk (``--desk``: these only): check-in by barcode (``lending_repo.out_by_barcode``,
+  scanned in lower case), the lending list's ``?barcode=`` filter, receive by the
+  lender's request id (``borrowing_repo.by_lender_request_id``; the loaded borrowing
+  rows have none, so this times the miss), a return scan (``borrowing_repo.with_barcode``,
+  a miss too), the partner filter, and the admin's partners screen
+  (``partner_status.delivery_status``; the outbox is empty unless filled otherwise);
 
 prints the query plans (EXPLAIN) of the slow ones and the database size.
 PostgreSQL gets ANALYZE after the load (autovacuum would do it); SQLite does
@@ -31,6 +37,7 @@ not (the node never runs ANALYZE).
 
     .venv/bin/python bench/scale.py [--db sqlite|postgresql] [--quick]   # quick: 100,000
     .venv/bin/python bench/scale.py --url sqlite:////tmp/scale.db         # kept, reused
+    .venv/bin/python bench/scale.py --url ... --rows 1000000 --desk        # desk paths only
 """
 
 from __future__ import annotations
@@ -245,6 +252,11 @@ async def run(args, d: Path, dbs: Databases) -> None:
     def pick(k: int, step: int = 10) -> int:
         return (k * 7919 * step) % n // step * step
 
+    if args.desk:
+        await desk(engine, q, pick, runs)
+        await engine.dispose()
+        return
+
     lists = [
         ("staff list: lending, status=WILL_SUPPLY, first page of 50",
          lambda k: dict(role="lending", status="WILL_SUPPLY")),
@@ -360,6 +372,39 @@ async def run(args, d: Path, dbs: Databases) -> None:
     await engine.dispose()
 
 
+async def desk(engine, q, pick, runs: int) -> None:
+    """The staff desk's lookups (see the module docstring), with their query plans."""
+    from node.store import borrowing_repo, lending_repo, partner_status, search
+
+    def barcode(k: int) -> str:  # a lending row's item, scanned in lower case
+        return f"ib{pick(k):08d}"
+
+    desk_queries = [
+        ("check-in by barcode (lending_repo.out_by_barcode)",
+         lambda c, k: lending_repo.out_by_barcode(c, barcode(k))),
+        ("lending list, ?barcode= filter",
+         lambda c, k: search.search(c, "lending",
+                                    extra=lending_repo.search_filters(barcode=barcode(k)))),
+        ("receive by lender request id (borrowing_repo.by_lender_request_id)",
+         lambda c, k: borrowing_repo.by_lender_request_id(c, f"l-{pick(k):08d}")),
+        ("return scan by temporary barcode, every status (borrowing_repo.with_barcode)",
+         lambda c, k: borrowing_repo.with_barcode(c, f"tmp-{k}",
+                                                  statuses=tuple(s for s, _ in BORROWING))),
+        ("staff list: lending, partner filter (lower case), first page of 50",
+         lambda c, k: search.search(c, "lending", partner=f"isil:xx-p{k % 50:02d}")),
+        ("staff list: lending, partner filter + status=SHIPPED, first page of 50",
+         lambda c, k: search.search(c, "lending", partner=f"ISIL:XX-P{k % 50:02d}",
+                                    status="SHIPPED")),
+        ("admin partners screen (partner_status.delivery_status)",
+         lambda c, k: partner_status.delivery_status(c)),
+    ]
+    for name, fn in desk_queries:
+        await timed(name, lambda k, fn=fn: q(lambda c: fn(c, k)), runs)
+    print("query plans:")
+    for name, fn in desk_queries:
+        await explain(engine, name, lambda c, fn=fn: fn(c, 1))
+
+
 async def _count_requests(engine) -> int:
     from sqlalchemy import func, select
 
@@ -387,6 +432,7 @@ def main() -> int:
         ap.add_argument("--runs", type=int, default=50),
         ap.add_argument("--budget", type=float, default=15.0,
                         help="seconds of repeats per query at most (3 runs minimum)"),
+        ap.add_argument("--desk", action="store_true", help="time the desk's lookups only"),
         ap.add_argument("--url", help="a database to fill and keep (or reuse, when it "
                         "already holds --rows requests), instead of a throw-away one"),
     ))

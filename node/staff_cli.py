@@ -29,12 +29,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _add_staff_actions(staff: argparse.ArgumentParser) -> None:
-    from .config import StaffRole
+    from .config import STAFF_SIDES, StaffRole
 
     sub = staff.add_subparsers(dest="staff_command", metavar="ACTION")
     add = sub.add_parser("add", help="add an account; prints its token once")
     add.add_argument("name")
     add.add_argument("--role", required=True, choices=[r.value for r in StaffRole])
+    add.add_argument("--sides", nargs="+", choices=STAFF_SIDES, metavar="SIDE",
+                     help=f"the sides it may act on ({' and/or '.join(STAFF_SIDES)}; "
+                     "default: both); it reads both")
     add.add_argument("--config", required=True, type=Path)
     add.set_defaults(func=cmd_add)
     lst = sub.add_parser("list", help="list the accounts")
@@ -102,6 +105,7 @@ def cmd_add(args: argparse.Namespace) -> int:
     from .staff_auth import new_staff_token, token_sha256  # (it imports aiohttp)
 
     token = new_staff_token()
+    sides = list(dict.fromkeys(args.sides or ()))
     text = args.config.read_text()
     if not text.endswith("\n"):
         text += "\n"
@@ -110,9 +114,12 @@ def cmd_add(args: argparse.Namespace) -> int:
         f'role = "{args.role}"  # admin, staff or read-only\n'
         f'token_sha256 = "{token_sha256(token)}"  # SHA-256 of the token (the token is not stored)\n'
     )
+    if sides:
+        text += f"sides = {json.dumps(sides)}  # the sides it may act on (it reads both)\n"
     if not _write_checked(args.config, text):
         return 1
-    print(f"added {args.role} account {args.name!r} to {args.config}")
+    only = f" (acting on {' and '.join(sides)} only)" if sides else ""
+    print(f"added {args.role} account {args.name!r} to {args.config}{only}")
     print("its API token (shown only now; send it as 'Authorization: Bearer <token>'):")
     print(token)
     print("a running node picks it up on SIGHUP or POST /api/admin/reload")
@@ -127,7 +134,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         print("no staff accounts (the API answers only requests from this host)")
     for account in config.staff:
         state = "token set" if account.token_sha256 else "no token"
-        print(f"{account.name}\t{account.role.value}\t{state}")
+        print(f"{account.name}\t{account.role.value}\t{state}\t{', '.join(account.sides)}")
     return 0
 
 

@@ -9,10 +9,12 @@ from __future__ import annotations
 from datetime import date
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from . import tables as t
+from .lending_repo import with_barcode_clauses
+from .search import same_text
 
 
 async def by_lender_request_id(conn: AsyncConnection, lender_request_id: str
@@ -20,11 +22,14 @@ async def by_lender_request_id(conn: AsyncConnection, lender_request_id: str
     """(public_id, status) of borrowing requests the lender knows by that id, newest first."""
     tx = t.transactions
     rows = await conn.execute(
-        select(tx.c.public_id, tx.c.status).where(
+        select(tx.c.public_id, tx.c.status, tx.c.updated_at, tx.c.id).where(
             tx.c.role == "borrowing",
-            func.lower(tx.c.supplying_request_id) == lender_request_id.strip().lower(),
-        ).order_by(tx.c.updated_at.desc(), tx.c.id.desc()))
-    return [(r.public_id, r.status) for r in rows]
+            same_text(tx.c.supplying_request_id, lender_request_id),
+        ))
+    # Sorted here: they are few, and an ORDER BY tempts the planners into walking the
+    # role's whole list newest first instead of looking the id up in its index.
+    newest_first = sorted(rows, key=lambda r: (r.updated_at, r.id), reverse=True)
+    return [(r.public_id, r.status) for r in newest_first]
 
 
 async def with_barcode(conn: AsyncConnection, barcode: str, *, statuses: tuple[str, ...]
@@ -32,17 +37,14 @@ async def with_barcode(conn: AsyncConnection, barcode: str, *, statuses: tuple[s
     """(public_id, status) of borrowing requests in ``statuses`` whose temporary
     barcodes include ``barcode`` (case-insensitive), newest first.
 
-    The barcodes live in the request's JSON state; only requests in ``statuses``
-    (those holding an item) are read, so the scan stays small.
+    Found through ``request_barcodes`` (kept from the requests' JSON state by triggers).
     """
     tx = t.transactions
     rows = await conn.execute(
-        select(tx.c.public_id, tx.c.status, tx.c.state).where(
-            tx.c.role == "borrowing", tx.c.status.in_(statuses),
+        select(tx.c.public_id, tx.c.status).where(
+            *with_barcode_clauses("borrowing", barcode), tx.c.status.in_(statuses),
         ).order_by(tx.c.updated_at.desc(), tx.c.id.desc()))
-    wanted = barcode.strip().casefold()
-    return [(r.public_id, r.status) for r in rows
-            if any(str(b).casefold() == wanted for b in (r.state or {}).get("barcodes") or ())]
+    return [(r.public_id, r.status) for r in rows]
 
 
 async def known_partner_closures(conn: AsyncConnection) -> dict[str, dict[str, Any]]:

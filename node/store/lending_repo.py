@@ -2,8 +2,9 @@
 
 SQL only, like :mod:`node.store.repo`; each function takes the caller's
 connection.  Barcodes live in the transaction's JSON state (the located item,
-``located.barcode``, and the shipped items, ``shipped_barcodes``); both
-databases can extract those paths, so the filters stay in SQL.
+``located.barcode``, and the shipped items, ``shipped_barcodes``); the triggers of
+migration 0003 copy them to ``request_barcodes``, where a scan is looked up in any
+case through the index on ``lower(barcode)`` (migration 0004).
 """
 
 from __future__ import annotations
@@ -11,11 +12,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import String, and_, cast, func, or_, select
+from sqlalchemy import and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ..supplier.machine import LendingState
 from . import tables as t
+from .search import Identifies, role_clause, same_text
 
 ON_LOAN = (LendingState.SHIPPED.value, LendingState.OVERDUE.value, LendingState.RECALLED.value)
 #: Shipped and not yet checked in: what a scanned barcode can be checked in against.
@@ -24,19 +26,17 @@ OUT = ON_LOAN + (LendingState.RETURN_SHIPPED.value,)
 TO_PULL = (LendingState.WILL_SUPPLY.value,)
 
 
-def _like_escape(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+def barcode_ids(barcode: str):
+    """Ids of the requests naming item ``barcode`` (any case): lending ones, their located
+    item or shipped items; borrowing ones, their temporary barcodes."""
+    rb = t.request_barcodes
+    return select(rb.c.transaction_id).where(same_text(rb.c.barcode, barcode))
 
 
-def barcode_clause(barcode: str):
-    """Lending requests whose located item or shipped items include ``barcode``."""
-    tx = t.transactions
-    barcode = barcode.strip()
-    located = tx.c.state["located"]["barcode"].as_string()
-    # The shipped barcodes are a JSON list; its text holds each one quoted.
-    shipped = cast(tx.c.state["shipped_barcodes"], String)
-    return or_(located == barcode,
-               shipped.like(f'%"{_like_escape(barcode)}"%', escape="\\"))
+def with_barcode_clauses(role: str, barcode: str) -> list[Any]:
+    """``role``'s requests naming ``barcode``: looked up by id from the barcode index
+    (the role as no index serves, else SQLite may walk the role's whole list)."""
+    return [role_clause(role, few=True), t.transactions.c.id.in_(barcode_ids(barcode))]
 
 
 def overdue_clause(now: datetime):
@@ -51,10 +51,10 @@ def overdue_clause(now: datetime):
 
 def search_filters(*, barcode: str | None = None, overdue: bool = False,
                    now: datetime | None = None) -> list[Any]:
-    """Extra WHERE clauses for ``repo.search(..., extra=...)`` on the lending side."""
+    """Extra filters for ``repo.search(..., extra=...)`` on the lending side."""
     clauses: list[Any] = []
     if barcode and barcode.strip():
-        clauses.append(barcode_clause(barcode))
+        clauses.append(Identifies(barcode_ids(barcode)))
     if overdue:
         if now is None:
             raise ValueError("overdue needs the time")
@@ -63,21 +63,22 @@ def search_filters(*, barcode: str | None = None, overdue: bool = False,
 
 
 async def out_by_barcode(conn: AsyncConnection, barcode: str) -> list[Any]:
-    """Shipped, not yet checked-in lending requests with ``barcode`` among the
-    items shipped (exact match, checked on the loaded state)."""
+    """Shipped, not yet checked-in lending requests with ``barcode`` (any case) among
+    the items shipped (checked on the loaded state: a located item is not yet out)."""
     tx = t.transactions
-    barcode = barcode.strip()
+    wanted = barcode.strip().casefold()
     rows = await conn.execute(select(tx).where(
-        tx.c.role == "lending", tx.c.status.in_(OUT), barcode_clause(barcode),
+        *with_barcode_clauses("lending", barcode), tx.c.status.in_(OUT),
     ).order_by(tx.c.id))
-    return [r for r in rows if barcode in (r.state.get("shipped_barcodes") or ())]
+    return [r for r in rows
+            if any(str(b).casefold() == wanted for b in r.state.get("shipped_barcodes") or ())]
 
 
 async def any_by_barcode(conn: AsyncConnection, barcode: str) -> list[Any]:
     """Every lending request that located or shipped ``barcode`` (newest first)."""
     tx = t.transactions
     rows = await conn.execute(select(tx.c.public_id, tx.c.status).where(
-        tx.c.role == "lending", barcode_clause(barcode),
+        *with_barcode_clauses("lending", barcode),
     ).order_by(tx.c.updated_at.desc(), tx.c.id.desc()))
     return list(rows)
 
@@ -103,5 +104,5 @@ async def item(conn: AsyncConnection, barcode: str):
     return (await conn.execute(
         select(items, records.c.title, records.c.author)
         .join(records, records.c.record_id == items.c.record_id, isouter=True)
-        .where(func.lower(items.c.barcode) == barcode.strip().lower())
+        .where(same_text(items.c.barcode, barcode))
     )).first()

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import case, func, select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from .tables import outbox
@@ -21,33 +21,46 @@ async def delivery_status(conn: AsyncConnection) -> dict[str, dict[str, Any]]:
     The last failure is the newest attempt that ended in an error on a message not
     delivered (still pending, or given up): a row sent in the end keeps the error of
     an earlier attempt but no longer tells anything about the partner.
+
+    Read peer by peer through the index (peer, state, sent_at), never the whole outbox
+    (delivered messages pile up): the peers are found by skipping from one to the next
+    in that index, then each figure is a short range of it.
     """
     o = outbox.c
-    counts = await conn.execute(
-        select(
-            o.peer,
-            func.max(case((o.state == "sent", o.sent_at))).label("last_success_at"),
-            func.sum(case((o.state == "pending", 1), else_=0)).label("pending"),
-            func.sum(case((o.state == "failed", 1), else_=0)).label("failed"),
-        ).group_by(o.peer))
-    out = {
-        r.peer: {"last_success_at": r.last_success_at, "pending": int(r.pending or 0),
-                 "failed": int(r.failed or 0), "last_failure_at": None, "last_error": None,
-                 "last_http_status": None}
-        for r in counts
+    inner = outbox.alias("o")
+    first = select(func.min(o.peer).label("peer")).cte("peers", recursive=True)
+    peers = first.union_all(
+        select(select(func.min(inner.c.peer)).where(inner.c.peer > first.c.peer)
+               .scalar_subquery())
+        .where(first.c.peer.is_not(None)))
+
+    def of_peer(column, *where):
+        """``column`` over the peer's rows matching ``where``: a range of the index."""
+        return select(column).where(o.peer == peers.c.peer, *where)
+
+    newest_failure = (
+        of_peer(o.id, o.state.in_(("pending", "failed")), o.last_error.is_not(None),
+                o.last_attempt_at.is_not(None))
+        .order_by(o.last_attempt_at.desc(), o.id.desc()).limit(1))
+    per_peer = select(
+        peers.c.peer,
+        of_peer(func.max(o.sent_at), o.state == "sent").scalar_subquery()
+        .label("last_success_at"),
+        of_peer(func.count(), o.state == "pending").scalar_subquery().label("pending"),
+        of_peer(func.count(), o.state == "failed").scalar_subquery().label("failed"),
+        newest_failure.scalar_subquery().label("failure_id"),
+    ).where(peers.c.peer.is_not(None)).subquery()
+    failure = outbox.alias("failure")
+    rows = await conn.execute(
+        select(per_peer, failure.c.last_attempt_at, failure.c.last_error,
+               failure.c.last_http_status)
+        .join_from(per_peer, failure, failure.c.id == per_peer.c.failure_id, isouter=True))
+    return {
+        r.peer: {"last_success_at": r.last_success_at, "pending": int(r.pending),
+                 "failed": int(r.failed), "last_failure_at": r.last_attempt_at,
+                 "last_error": r.last_error, "last_http_status": r.last_http_status}
+        for r in rows
     }
-    newest = func.row_number().over(partition_by=o.peer,
-                                     order_by=(o.last_attempt_at.desc(), o.id.desc()))
-    failures = (
-        select(o.peer, o.last_attempt_at, o.last_error, o.last_http_status,
-               newest.label("n"))
-        .where(o.state != "sent", o.last_error.is_not(None), o.last_attempt_at.is_not(None))
-        .subquery()
-    )
-    for r in await conn.execute(select(failures).where(failures.c.n == 1)):
-        out[r.peer].update(last_failure_at=r.last_attempt_at, last_error=r.last_error,
-                           last_http_status=r.last_http_status)
-    return out
 
 
 def last_outcome(status: dict[str, Any]) -> str | None:

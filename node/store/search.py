@@ -2,7 +2,10 @@
 
 Every page is an index range read, newest first by ``(updated_at, id)``:
 
-- with no ``q``, through the ``(role, [status,] updated_at, id)`` indexes;
+- with no ``q``, through the ``(role, [status,] updated_at, id)`` indexes, or with
+  ``partner``, ``(lower(partner), role, updated_at, id)`` (any case, migration 0004);
+- an extra filter naming few requests (:class:`Identifies`: the lending list's
+  ``?barcode=``) is read like an identifier below: the matches looked up, then sorted;
 - ``q`` is first taken as an identifier, by indexed equalities: our public id, the
   requesting and supplying request ids, a borrowing attempt's request id, the patron
   id, an item barcode (``request_barcodes``); when nothing has that identifier, as
@@ -27,10 +30,12 @@ from __future__ import annotations
 import base64
 import json
 import re
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
+    String,
     and_,
     column,
     false,
@@ -51,6 +56,20 @@ COUNT_LIMIT = 1_000
 
 _FTS = table("transactions_fts", column("rowid"))
 _WORD = re.compile(r"\w+")
+
+
+def same_text(column, value: str):
+    """``column`` equals ``value`` in any case, as the indexes on ``lower(column)`` serve
+    (migration 0004): SQL's ``lower`` on both sides, since SQLite's folds ASCII only."""
+    return func.lower(column) == func.lower(literal(value.strip(), String))
+
+
+@dataclass(frozen=True)
+class Identifies:
+    """An extra filter naming few requests (a scanned barcode): ``ids`` selects their ids
+    from an index, so they are looked up and sorted rather than the list walked."""
+
+    ids: Any
 
 
 def row_view(row) -> dict[str, Any]:
@@ -120,7 +139,7 @@ async def _q_clauses(conn: AsyncConnection, role: str, q: str) -> tuple[Any, Any
     as read from the matches (few of them), and as tested on each row (many)."""
     tx = t.transactions
     ids = _identifier_ids(q)
-    if (await conn.execute(select(tx.c.id).where(_role_clause(role, few=True),
+    if (await conn.execute(select(tx.c.id).where(role_clause(role, few=True),
                                                  tx.c.id.in_(ids)).limit(1))).first():
         return tx.c.id.in_(ids), tx.c.id.in_(ids)
     words = _WORD.findall(q.casefold())
@@ -135,7 +154,7 @@ async def _q_clauses(conn: AsyncConnection, role: str, q: str) -> tuple[Any, Any
             _words_clause(dialect, words, indexed=False))
 
 
-def _role_clause(role: str, *, few: bool):
+def role_clause(role: str, *, few: bool):
     """``role = :role``; with few matches, as an expression no index can serve: else the
     planner may walk the role's (updated_at, id) index testing every row against the
     matches (SQLite always, PostgreSQL when it misjudges the words' cost), when looking
@@ -167,30 +186,34 @@ async def search(conn: AsyncConnection, role: str, *, status: str | None = None,
                  ) -> dict[str, Any]:
     """One page of ``role``'s requests, newest first, with facet counts by status.
 
-    ``extra``: more WHERE clauses from a side's own filters (lending_repo.search_filters).
+    ``extra``: more WHERE clauses from a side's own filters (lending_repo.search_filters),
+    or :class:`Identifies`.
     ``cursor``: the ``next`` of the previous page. The answer: ``requests``, ``next``
     (None on the last page), ``facets`` and ``total`` (exact unless ``total_exact`` is
     false: a search with more than COUNT_LIMIT matches).
     """
     tx = t.transactions
     after = decode_cursor(cursor) if cursor else None
-    where = list(extra)
+    identified = any(isinstance(e, Identifies) for e in extra)
+    where = [tx.c.id.in_(e.ids) if isinstance(e, Identifies) else e for e in extra]
     if partner:
-        where.append(func.lower(tx.c.partner) == partner.lower())
+        # Served, in list order, by the index (lower(partner), role, updated_at, id).
+        where.append(same_text(tx.c.partner, partner))
     if needs_attention is not None:
         where.append(tx.c.needs_attention == needs_attention)
     q = (q or "").strip()
     if not q and not where:
         facets, exact = await _counted_facets(conn, role), True
     elif not q:
-        facets, exact = await _facets_of_matches(conn, [_role_clause(role, few=False), *where])
+        facets, exact = await _facets_of_matches(
+            conn, [role_clause(role, few=identified), *where])
     else:
         read_matches, test_rows = await _q_clauses(conn, role, q)
         # Counting stops at COUNT_LIMIT, so it may start from the matches.
         facets, exact = await _facets_of_matches(
-            conn, [_role_clause(role, few=True), read_matches, *where])
+            conn, [role_clause(role, few=True), read_matches, *where])
         where.append(read_matches if exact else test_rows)
-    where.insert(0, _role_clause(role, few=bool(q) and exact))
+    where.insert(0, role_clause(role, few=identified or bool(q) and exact))
     if status:
         where.append(tx.c.status == status)
     if after:

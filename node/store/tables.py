@@ -36,6 +36,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     false,
+    func,
     text,
 )
 from sqlalchemy.dialects import postgresql
@@ -146,6 +147,11 @@ transactions = Table(
     Index(None, "patron_id"),
     Index(None, "next_timer_at"),
     Index(None, "duplicate_key"),
+    # The desk's case-insensitive lookups (migration 0004): the partner filter, newest
+    # first, as an index range; receive by the lender's request id.
+    Index("ix_transactions_lower_partner_role_updated_at_id",
+          func.lower(text("partner")), "role", "updated_at", "id"),
+    Index("ix_transactions_lower_supplying_request_id", func.lower(text("supplying_request_id"))),
 )
 
 attempts = Table(
@@ -190,6 +196,8 @@ request_barcodes = Table(
         primary_key=True,
     ),
     Index(None, "transaction_id"),
+    # Scans at the desk match any case (check-in, return, the ?barcode= filter).
+    Index("ix_request_barcodes_lower_barcode", func.lower(text("barcode"))),
 )
 
 # --------------------------------------------------------------------------- message log
@@ -252,6 +260,8 @@ outbox = Table(
     _one_of("state", OUTBOX_STATES, "state"),
     Index(None, "state", "next_attempt_at"),
     Index(None, "transaction_id", "id"),
+    # The admin's partners screen, peer by peer (node/store/partner_status.py).
+    Index(None, "peer", "state", "sent_at"),
 )
 
 # --------------------------------------------------------------------------- history
@@ -330,6 +340,7 @@ holdings_items = Table(
     _one_of("status", ITEM_STATUSES, "status"),
     UniqueConstraint("barcode"),
     Index(None, "record_id"),
+    Index("ix_holdings_items_lower_barcode", func.lower(text("barcode"))),
 )
 
 # --------------------------------------------------------------------------- closures

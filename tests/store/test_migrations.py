@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import warnings
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
@@ -81,7 +82,12 @@ def _diff(sync_conn):
         "compare_type": True,
         "include_name": lambda name, kind, _parent: _ours(name),
     })
-    return compare_metadata(ctx, tables.metadata)
+    with warnings.catch_warnings():
+        # SQLite cannot reflect indexes on expressions (migration 0004's lower(...)):
+        # only PostgreSQL compares those.
+        warnings.filterwarnings("ignore", "Skipped unsupported reflection of expression-based")
+        warnings.filterwarnings("ignore", "autogenerate skipping metadata-specified expression")
+        return compare_metadata(ctx, tables.metadata)
 
 
 async def test_migrations_match_tables_module(migrated_engine):
