@@ -12,7 +12,7 @@ database; L holds the books (auto_answer on). One loan is:
   L: action check_in                      -> LoanCompleted to B
   B: status "complete"
 
-Waits poll the request view every ``--poll`` ms (default 5).  Prints the wall
+Waits poll the brief request view (``?brief=1``) every ``--poll`` ms (default 5).  Prints the wall
 time per loan (sequential, median over ``--loans``), the time of each step,
 and loans/s with ``--parallel`` loans at once.  Steps that fail (sides still
 being finished) are reported and the run measures what works.
@@ -76,7 +76,7 @@ class Loan:
         deadline = time.perf_counter() + timeout
         view: dict = {}
         while time.perf_counter() < deadline:
-            code, view = await self.api(base, "GET", f"/api/{role}/requests/{rid}")
+            code, view = await self.api(base, "GET", f"/api/{role}/requests/{rid}?brief=1")
             if code == 200 and view.get("status") in wanted:
                 return view
             await asyncio.sleep(self.poll)

@@ -118,8 +118,11 @@ async def list_requests(request: web.Request) -> web.Response:
 
 async def show_request(request: web.Request) -> web.Response:
     node = _node(request)
+    # ?brief=1: without the messages' XML and the outbox, for a client that polls the status.
+    full = request.query.get("brief") not in ("1", "true")
     async with node.engine.connect() as conn:
-        view = await repo.view_by_public_id(conn, _role(request), request.match_info["id"])
+        view = await repo.view_by_public_id(conn, _role(request), request.match_info["id"],
+                                            full=full)
     if view is None:
         raise NotFound(f"no {_role(request)} request {request.match_info['id']}")
     return _json(view)

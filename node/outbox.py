@@ -169,12 +169,29 @@ class OutboxWorker:
         self._wake = asyncio.Event()
         self._stopping = False
         self._running: asyncio.Future[None] | None = None
+        self._in_flight: dict[asyncio.Task[_Sent], int] = {}  # send -> its outbox row id
 
     # ------------------------------------------------------------------ control
 
     def wake(self) -> None:
         """Look for due rows now (call after committing new outbox rows)."""
         self._wake.set()
+
+    def lease(self, now: datetime) -> tuple[str, datetime] | None:
+        """Who may lease a row at insert, and until when (``outbox_repo.enqueue_leased``);
+        None when this worker is not running, so cannot :meth:`take` it."""
+        if self._running is None or self._stopping:
+            return None
+        return self.worker_id, now + timedelta(seconds=self.lease_seconds)
+
+    def take(self, rows: Collection[OutboxRow]) -> None:
+        """Send rows leased to us at insert, whose transaction has committed: no claim
+        (its transaction and round trips) before the POST.  Not running any more: the
+        leases expire and the rows are claimed again (at least once)."""
+        if self._running is None:
+            return
+        for row in rows:
+            self._start_send(row)
 
     async def stop(self) -> None:
         """Let the sends in flight finish and be recorded, then make ``run()`` return."""
@@ -196,7 +213,7 @@ class OutboxWorker:
             raise RuntimeError("OutboxWorker.run() is already running")
         self._stopping = False
         self._running = asyncio.get_running_loop().create_future()
-        in_flight: dict[asyncio.Task[_Sent], int] = {}  # send -> its outbox row id
+        in_flight = self._in_flight
         try:
             while True:
                 self._wake.clear()
@@ -209,10 +226,12 @@ class OutboxWorker:
                 if finished or room > 0:
                     claimed = await self._record_and_claim(
                         finished, room, sending=list(in_flight.values()))
+                # A row taken (leased at insert) while this claim ran is being sent
+                # already: a clock moved past its lease must not send it twice.
+                taken = set(in_flight.values())
                 for row in claimed:
-                    task = asyncio.create_task(self._send_timed(row))
-                    task.add_done_callback(lambda _: self._wake.set())
-                    in_flight[task] = row.id
+                    if row.id not in taken:
+                        self._start_send(row)
                 if self._stopping and not in_flight:
                     break
                 if claimed and len(claimed) == room:
@@ -224,6 +243,7 @@ class OutboxWorker:
         finally:
             for task in in_flight:
                 task.cancel()  # only when cancelled: the leases expire, the rows go again
+            in_flight.clear()
             running, self._running = self._running, None
             if not running.done():
                 running.set_result(None)
@@ -280,6 +300,11 @@ class OutboxWorker:
         for sent, result in zip(finished, results):
             self._log_send(sent, result)
         return claimed
+
+    def _start_send(self, row: OutboxRow) -> None:
+        task = asyncio.create_task(self._send_timed(row))
+        task.add_done_callback(lambda _: self._wake.set())
+        self._in_flight[task] = row.id
 
     async def _send_timed(self, row: OutboxRow) -> _Sent:
         started = time.perf_counter()

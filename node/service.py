@@ -8,8 +8,8 @@ does the confirmation leave or the staff API answer: nothing confirmed is lost.
 
 Partners' messages share transactions (group commit): the HTTP handler checks a
 message and queues it; one writer task stores everything queued in one
-transaction, each message in its own SAVEPOINT, commits once, and only then
-answers each handler.
+transaction, each message in its own SAVEPOINT (unless it is alone), commits
+once, and only then answers each handler.
 """
 
 from __future__ import annotations
@@ -80,14 +80,20 @@ class _Inbound:
 
 @dataclass(slots=True)
 class _Rows:
-    """History and message-log rows, written together: one statement each."""
+    """History and message-log rows, written together: one statement each; and the
+    outbox rows queued, those leased to our worker at insert apart."""
 
     history: list[dict] = field(default_factory=list)
     messages: list[dict] = field(default_factory=list)
+    lease: bool = False  # lease outbox rows at insert: the caller hands them over (_send)
+    leased: list[outbox_repo.OutboxRow] = field(default_factory=list)
+    unleased: int = 0  # queued for the worker to claim
 
     def extend(self, other: _Rows) -> None:
         self.history.extend(other.history)
         self.messages.extend(other.messages)
+        self.leased.extend(other.leased)
+        self.unleased += other.unleased
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,6 +219,14 @@ class Node:
         if self.outbox is not None:
             self.outbox.wake()
 
+    def _send(self, rows: _Rows) -> None:
+        """After the COMMIT that stored ``rows``: send the outbox rows leased to our
+        worker at insert, and wake it for the others."""
+        if rows.leased:
+            self.outbox.take(rows.leased)
+        if rows.unleased:
+            self._wake_outbox()
+
     # -- incoming ISO 18626 messages -------------------------------------------
 
     async def receive(self, body: bytes, *, peer_address: str | None = None,
@@ -308,21 +322,28 @@ class Node:
                 # Read once per batch, inside it: no partner's message changes a closure.
                 closures = await repo.closures(conn, self.config)
                 answered = await repo.confirmations_for_digests(conn, [i.digest for i in batch])
-                rows = _Rows()  # of the messages stored, for one statement per table
+                # A message alone (a quiet node) needs no SAVEPOINT (two round trips
+                # fewer): its failure rolls back the whole transaction, which stores
+                # nothing else; and its answers go out leased at insert.  A busy node's
+                # batch leaves its answers to the worker's claims, at most batch_size
+                # sends at a time.
+                alone = len(batch) == 1
+                rows = _Rows(lease=alone)  # of the messages stored, one statement per table
                 for inbound in batch:
                     try:
-                        outcomes.append(
-                            await self._store_one(conn, inbound, closures, answered, rows))
+                        outcomes.append(await self._store_one(
+                            conn, inbound, closures, answered, rows, savepoint=not alone))
                     except Exception as exc:  # this message only: its savepoint is undone
+                        if alone:
+                            raise
                         outcomes.append(exc)
                 # A digest stored meanwhile by another process fails here, and so the
                 # batch: it is not confirmed, and its resend gets the stored answer.
-                await repo.log_messages(conn, rows.messages)
-                await repo.add_history(conn, rows.history)
+                await _write(conn, rows)
         except Exception as exc:  # nothing of the batch is stored (e.g. the COMMIT failed)
             outcomes = [exc] * len(batch)
-        if not all(isinstance(outcome, Exception) for outcome in outcomes):
-            self._wake_outbox()
+        else:
+            self._send(rows)
         for inbound, outcome in zip(batch, outcomes):
             if inbound.done.done():  # its handler is gone
                 continue
@@ -332,10 +353,10 @@ class Node:
                 inbound.done.set_result(outcome)
 
     async def _store_one(self, conn: AsyncConnection, inbound: _Inbound, closures,
-                         answered: dict[str, bytes], rows: _Rows) -> bytes:
-        """One message of a batch in its own SAVEPOINT, so that its failure undoes only
-        itself; its log and history rows go to ``rows``.  ``answered``: digest -> the
-        answer already given (stored, or earlier in this batch)."""
+                         answered: dict[str, bytes], rows: _Rows, *, savepoint: bool) -> bytes:
+        """One message of a batch, in its own SAVEPOINT if ``savepoint`` so that its
+        failure undoes only itself; its log and history rows go to ``rows``.
+        ``answered``: digest -> the answer already given (stored, or earlier in this batch)."""
         stored = answered.get(inbound.digest)
         if stored is not None:
             return stored  # the same message again: same answer, no change
@@ -343,10 +364,13 @@ class Node:
             direction="in", message=inbound.message, raw=inbound.body, peer=str(inbound.sender),
             now=inbound.now, digest=inbound.digest, confirmation=inbound.answer,
         )
-        own = _Rows()
-        async with conn.begin_nested():
-            await self._dispatch(conn, inbound.message, inbound.now, closures, received, own)
-        rows.extend(own)
+        if savepoint:
+            own = _Rows(lease=rows.lease)
+            async with conn.begin_nested():
+                await self._dispatch(conn, inbound.message, inbound.now, closures, received, own)
+            rows.extend(own)
+        else:
+            await self._dispatch(conn, inbound.message, inbound.now, closures, received, rows)
         answered[inbound.digest] = inbound.answer
         return inbound.answer
 
@@ -514,8 +538,7 @@ class Node:
         for effect in result.effects:
             out.history.append(await repo.apply_effect(conn, tx_id, effect, now=now))
         if rows is None:
-            await repo.log_messages(conn, out.messages)
-            await repo.add_history(conn, out.history)
+            await _write(conn, out)
 
     async def _queue(self, conn: AsyncConnection, tx_id: int, message: BusinessMessage, now,
                      *, rows: _Rows) -> None:
@@ -541,8 +564,20 @@ class Node:
         rows.messages.append(dict(repo.message_row(
             direction="out", message=message, raw=body, peer=str(partner.symbol), now=now,
         ), transaction_id=tx_id))
-        await repo.enqueue(conn, transaction_id=tx_id, peer=str(partner.symbol), url=partner.url,
-                           kind=message.KIND, body=body, now=now)
+        lease = self.outbox.lease(now) if rows.lease and self.outbox is not None else None
+        if lease is None:
+            await repo.enqueue(conn, transaction_id=tx_id, peer=str(partner.symbol),
+                               url=partner.url, kind=message.KIND, body=body, now=now)
+            rows.unleased += 1
+            return
+        worker_id, until = lease
+        queued = await outbox_repo.enqueue_leased(
+            conn, transaction_id=tx_id, peer=str(partner.symbol), url=partner.url,
+            kind=message.KIND, body=body, now=now, worker_id=worker_id, until=until)
+        if queued.locked_by is None:
+            rows.unleased += 1
+        else:
+            rows.leased.append(queued)
 
     async def _on_delivered(self, conn: AsyncConnection, row, http_status: int, body: bytes):
         """The outbox got a 2xx: read the partner's confirmation (lenient) and record it."""
@@ -595,9 +630,11 @@ class Node:
             parsed = side.machine.StaffAction.from_json(action)
             ctx = await self._context(conn, side, row, now)
             result = side.machine.staff(state, parsed, ctx=ctx)
-            await self._apply(conn, side, row.id, result, actor=actor, now=now)
+            rows = _Rows(lease=True)
+            await self._apply(conn, side, row.id, result, actor=actor, now=now, rows=rows)
+            await _write(conn, rows)
             view = await repo.request_view(conn, row.id)
-        self._wake_outbox()
+        self._send(rows)
         return view
 
     async def create_borrowing(self, data: dict[str, Any], *, actor: str) -> dict[str, Any]:
@@ -627,7 +664,10 @@ class Node:
                 requesting_agency_id=str(self.symbol), duplicate_key=borrower.form.duplicate_key(form),
                 next_timer_at=_next_timer(BORROWING, result.state),
             )
-            await self._apply(conn, BORROWING, tx_id, result, actor=actor, now=now, inserted=True)
+            rows = _Rows(lease=True)
+            await self._apply(conn, BORROWING, tx_id, result, actor=actor, now=now, inserted=True,
+                              rows=rows)
+            await _write(conn, rows)
             if duplicate_of:
                 await repo.add_history_event(
                     conn, tx_id, event="possible_duplicate", actor="system", now=now,
@@ -635,7 +675,7 @@ class Node:
                     detail={"duplicate_of": duplicate_of},
                 )
             view = await repo.request_view(conn, tx_id)
-        self._wake_outbox()
+        self._send(rows)
         return view
 
     # -- timers ------------------------------------------------------------------
@@ -676,6 +716,11 @@ class Node:
             (time.perf_counter() - started) * 1000,
             f" error={exc.error_type.value}" if exc is not None else "",
         )
+
+
+async def _write(conn: AsyncConnection, rows: _Rows) -> None:
+    await repo.log_messages(conn, rows.messages)
+    await repo.add_history(conn, rows.history)
 
 
 def _next_timer(side: Side, state) -> datetime | None:

@@ -25,7 +25,7 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, exists, func, insert, or_, select, update
+from sqlalchemy import and_, case, exists, func, insert, literal, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from node.store.tables import outbox
@@ -86,6 +86,45 @@ async def enqueue(
         .returning(outbox.c.id)
     )
     return int(result.scalar_one())
+
+
+async def enqueue_leased(
+    conn: AsyncConnection,
+    *,
+    transaction_id: int,
+    peer: str,
+    url: str,
+    kind: str,
+    body: bytes,
+    now: datetime,
+    worker_id: str,
+    until: datetime,
+) -> OutboxRow:
+    """Queue ``body`` like :func:`enqueue`, leased to ``worker_id`` until ``until`` unless
+    an earlier row of its transaction is still pending (that one goes first, and this
+    one is claimed after it).  One statement; the caller sends a leased row itself once
+    its transaction has committed (no claim needed), and if it dies the lease expires."""
+    earlier = outbox.alias("earlier")
+    first = ~exists().where(earlier.c.transaction_id == transaction_id,
+                            earlier.c.state == "pending")
+    result = await conn.execute(
+        insert(outbox)
+        .values(
+            transaction_id=transaction_id,
+            peer=peer,
+            url=url,
+            kind=kind,
+            body=bytes(body),
+            state="pending",
+            attempts=0,
+            next_attempt_at=now,
+            created_at=now,
+            locked_by=case((first, literal(worker_id, outbox.c.locked_by.type))),
+            locked_until=case((first, literal(until, outbox.c.locked_until.type))),
+        )
+        .returning(*outbox.columns)
+    )
+    return OutboxRow.from_mapping(result.mappings().one())
 
 
 def _claimable(o, now: datetime):

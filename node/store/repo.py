@@ -355,6 +355,13 @@ async def request_view(conn: AsyncConnection, tx_id: int, *, full: bool = False
                        ) -> dict[str, Any]:
     tx = t.transactions
     row = (await conn.execute(select(tx).where(tx.c.id == tx_id))).one()
+    return await _view(conn, row, full=full)
+
+
+async def _view(conn: AsyncConnection, row, *, full: bool) -> dict[str, Any]:
+    """A request as the staff API shows it; ``full`` adds its messages (raw XML) and
+    outbox rows."""
+    tx_id = row.id
     view = _row_view(row)
     view["state"] = row.state
     hist = await conn.execute(select(t.history).where(t.history.c.transaction_id == tx_id)
@@ -383,9 +390,9 @@ async def request_view(conn: AsyncConnection, tx_id: int, *, full: bool = False
     return view
 
 
-async def view_by_public_id(conn: AsyncConnection, role: str, public_id: str,
-                            ) -> dict[str, Any] | None:
+async def view_by_public_id(conn: AsyncConnection, role: str, public_id: str, *,
+                            full: bool = True) -> dict[str, Any] | None:
     tx = t.transactions
-    row = (await conn.execute(select(tx.c.id).where(
+    row = (await conn.execute(select(tx).where(
         tx.c.role == role, tx.c.public_id == public_id))).first()
-    return None if row is None else await request_view(conn, row.id, full=True)
+    return None if row is None else await _view(conn, row, full=full)

@@ -489,6 +489,10 @@ async def test_full_loan_from_request_to_check_in(net):
     got = [m["action"] or m["kind"] for m in view["messages"] if m["direction"] == "in"]
     assert sent == ["WillSupply", "Loaned", "Loaned", "LoanCompleted"]
     assert got == ["request", "Received", "Renew", "ShippedReturn"]
+    # ?brief=1 (for a client polling the status): the same request without messages and outbox.
+    code, brief = await lender.api("GET", f"/api/lending/requests/{lid}?brief=1")
+    assert code == 200 and "messages" not in brief and "outbox" not in brief
+    assert brief == {k: v for k, v in view.items() if k not in ("messages", "outbox")}
 
 
 async def test_renew_answered_by_staff_no_then_yes(net):

@@ -1,5 +1,6 @@
 """Group commit of partners' messages (issue 8): one writer stores whatever messages are
-waiting in ONE transaction, a SAVEPOINT each, and answers them only after the COMMIT.
+waiting in ONE transaction, a SAVEPOINT each (none for a message alone), and answers
+them only after the COMMIT.
 
 Messages handed to ``Node.receive`` together (``asyncio.gather``) reach the writer
 before it runs, so they form one batch; the engine's commit events count the batches.
@@ -152,6 +153,80 @@ async def test_a_failed_commit_fails_every_message_of_its_batch(net):
     answer = await lib.node.receive(writer.serialise(builders.request(PEER, lib.symbol, "later")))
     assert status_of(answer)[0] is MessageStatus.OK
     assert [r.requesting_request_id for r in await rows(lib, t.transactions)] == ["later"]
+    await peer.stop()
+
+
+def count_savepoints(engine) -> list[int]:
+    savepoints = [0]
+
+    @event.listens_for(engine.sync_engine, "savepoint")
+    def _savepoint(conn, _name):
+        savepoints[0] += 1
+
+    return savepoints
+
+
+# Refuses every outbox row at INSERT: a message alone fails after its request was written.
+_REFUSE_OUTBOX = {
+    "sqlite": [
+        "CREATE TRIGGER refuse_outbox BEFORE INSERT ON outbox "
+        "BEGIN SELECT RAISE(ABORT, 'outbox refused'); END",
+    ],
+    "postgresql": [
+        "CREATE FUNCTION refuse_outbox() RETURNS trigger LANGUAGE plpgsql AS "
+        "$$ BEGIN RAISE EXCEPTION 'outbox refused'; END $$",
+        "CREATE TRIGGER refuse_outbox BEFORE INSERT ON outbox "
+        "FOR EACH ROW EXECUTE FUNCTION refuse_outbox()",
+    ],
+}
+
+
+async def test_a_message_alone_is_stored_without_a_savepoint(net):
+    lib, peer = await started(net)
+    savepoints = count_savepoints(lib.node.engine)
+    body = writer.serialise(builders.request(PEER, lib.symbol, "alone"))
+    answer = await lib.node.receive(body)
+    assert status_of(answer)[0] is MessageStatus.OK
+    assert savepoints[0] == 0
+    assert [r.requesting_request_id for r in await rows(lib, t.transactions)] == ["alone"]
+    assert len(await rows(lib, t.messages, t.messages.c.direction == "in")) == 1
+    await peer.wait_for(1)
+    # The same message again, alone: the stored answer, nothing more stored.
+    assert await lib.node.receive(body) == answer
+    assert len(await rows(lib, t.messages, t.messages.c.direction == "in")) == 1
+    await peer.stop()
+
+
+async def test_a_failing_message_alone_answers_error_and_stores_nothing(net):
+    lib, peer = await started(net)
+    first = await lib.node.receive(writer.serialise(builders.request(PEER, lib.symbol, "taken")))
+    assert status_of(first)[0] is MessageStatus.OK
+    history_before = await rows(lib, t.history)
+    clash = builders.request(PEER, lib.symbol, "taken", title="Another book")
+    status, errors = status_of(await lib.node.receive(writer.serialise(clash)))
+    assert status is MessageStatus.ERROR and "already exists" in errors[0].error_value
+    unknown = builders.action(PEER, lib.symbol, "no-such-request", Action.CANCEL)
+    status, errors = status_of(await lib.node.receive(writer.serialise(unknown)))
+    assert status is MessageStatus.ERROR
+    assert errors[0].error_type is ErrorType.UNRECOGNISED_DATA_VALUE
+    assert [r.title for r in await rows(lib, t.transactions)] == ["Moby Dick"]
+    assert len(await rows(lib, t.messages, t.messages.c.direction == "in")) == 1
+    assert len(await rows(lib, t.history)) == len(history_before)
+    await peer.wait_for(1)
+    await peer.stop()
+
+
+async def test_a_message_alone_failing_after_a_write_undoes_the_write(net):
+    lib, peer = await started(net)
+    async with lib.node.engine.begin() as conn:
+        for statement in _REFUSE_OUTBOX[conn.dialect.name]:
+            await conn.execute(text(statement))
+    body = writer.serialise(builders.request(PEER, lib.symbol, "half-done"))
+    with pytest.raises(SQLAlchemyError):  # not stored, so not confirmed (503 over HTTP)
+        await lib.node.receive(body)
+    assert await rows(lib, t.transactions) == []  # inserted before the outbox row, undone
+    assert await rows(lib, t.messages) == []
+    assert await rows(lib, t.history) == []
     await peer.stop()
 
 
