@@ -59,7 +59,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         p = sub.add_parser(name, help=help)
         p.add_argument("--config", required=True, type=Path, metavar="FILE",
                        help="node configuration (TOML)")
-        p.add_argument("--user", default="cli", help="staff name for the history (default cli)")
+        p.add_argument("--by", "--user", dest="user", default="cli",
+                       help="staff name for the history (default cli)")
         p.set_defaults(func=lambda args: _run(args, func))
         return p
 

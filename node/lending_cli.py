@@ -52,7 +52,8 @@ def _add_actions(parser: argparse.ArgumentParser) -> None:
     def add(name: str, help_text: str, func) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text)
         p.add_argument("--config", required=True, type=Path, help="the node's TOML file")
-        p.add_argument("--by", default=None, help="staff name for the history (default: login)")
+        p.add_argument("--by", "--user", dest="by", default=None,
+                       help="staff name for the history (default: login)")
         p.set_defaults(func=lambda args: _run(func, args))
         return p
 

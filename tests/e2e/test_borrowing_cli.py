@@ -100,8 +100,10 @@ def test_borrowing_commands_offline(tmp_path, db_url, capsys):
 
     # staff actions with typed fields
     code, out, err = run(capsys, "borrowing", "act", "--config", config, bid, "note",
-                         "note=patron phoned")
+                         "note=patron phoned", "--by", "anna")  # --by, as on the lending side
     assert code == 0 and f"{bid} sent" in out
+    code, out, err = run(capsys, "borrowing", "show", "--config", config, bid)
+    assert "staff:anna" in out
     code, out, err = run(capsys, "borrowing", "act", "--config", config, bid, "fly")
     assert code == 1 and "unknown action 'fly'" in err and err.count("\n") == 1
     code, out, err = run(capsys, "borrowing", "act", "--config", config, bid, "receive",
