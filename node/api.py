@@ -21,6 +21,7 @@ from aiohttp import web
 
 from . import borrowing_ops, reachability
 from .borrower.form import FormError
+from .config import Closure
 from .machine import StaffActionError, StaffActionInvalid
 from .service import NotFound
 from .store import outbox_repo, repo
@@ -173,8 +174,8 @@ async def put_closure(request: web.Request) -> web.Response:
     if not isinstance(active, bool):
         raise ValueError("active must be true or false")
     start, end = _date(data, "start"), _date(data, "end")
-    if start and end and end < start:
-        raise ValueError("end must not be before start")
+    if problem := Closure(active=active, start=start, end=end).range_problem():
+        raise ValueError(problem)
     note = data.get("note") or ""
     async with node.engine.begin() as conn:
         await repo.set_closure(conn, kind, active=active, start=start, end=end, note=str(note),

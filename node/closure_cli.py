@@ -32,6 +32,7 @@ def _day(value: str | None, option: str) -> date | None:
 
 async def run(node, kind: str, args: argparse.Namespace, *, actor: str) -> int:
     """Show the closure of ``kind`` ('lending' or 'borrowing'), changing it first if asked."""
+    from .config import Closure
     from .store import repo
 
     async with node.engine.begin() as conn:
@@ -42,7 +43,7 @@ async def run(node, kind: str, args: argparse.Namespace, *, actor: str) -> int:
             end = current.end if args.end is None else _day(args.end, "end")
             if args.active is False and args.start is None and args.end is None:
                 start = end = None
-            if start and end and end < start:
+            if Closure(active=active, start=start, end=end).range_problem():
                 raise ValueError(f"--end {end} is before --start {start}")
             note = current.note if args.note is None else args.note
             await repo.set_closure(conn, kind, active=active, start=start, end=end,

@@ -187,6 +187,12 @@ class Closure:
             return f"{kind} suspended from {self.start.isoformat()} until further notice"
         return f"{kind} suspended until further notice"
 
+    def range_problem(self) -> str | None:
+        """What is wrong with the dates, for the config, the staff API and the CLI."""
+        if self.start is not None and self.end is not None and self.end < self.start:
+            return f"end {self.end.isoformat()} is before start {self.start.isoformat()}"
+        return None
+
     def reopens(self) -> date | None:
         """The first day after the closure, or None when it has no end."""
         return self.end + timedelta(days=1) if self.end is not None else None
@@ -1231,10 +1237,11 @@ def _read_closure(ctx: _Ctx, parent: _Table) -> Closure:
     start = t.get("start", _date, None)
     end = t.get("end", _date, None)
     note = t.get("note", _string, "")
-    if start is not None and end is not None and end < start:
-        ctx.add(t.path + ("end",), f"end {end.isoformat()} is before start {start.isoformat()}")
+    closure = Closure(active=active, start=start, end=end, note=note.strip())
+    if problem := closure.range_problem():
+        ctx.add(t.path + ("end",), problem)
     t.finish()
-    return Closure(active=active, start=start, end=end, note=note.strip())
+    return closure
 
 
 _FOUND = {"WillSupply": Status.WILL_SUPPLY, "ExpectToSupply": Status.EXPECT_TO_SUPPLY}

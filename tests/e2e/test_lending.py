@@ -389,6 +389,20 @@ async def test_closure_window_unfills_with_dates_and_normal_before_and_after(net
     assert reopened.message_info.reason_unfilled.value == "NotHeld"
 
 
+async def test_a_wrong_closure_is_refused_with_what_is_wrong_and_changes_nothing(net):
+    lender, _ = await start(net)
+    for body, expected in [
+        ({"start": "2026-12-20"}, "active must be true or false"),
+        ({"active": True, "start": "soon"}, "start must be a date like 2026-12-20"),
+        ({"active": True, "start": "2027-01-10", "end": "2027-01-05"},
+         "end 2027-01-05 is before start 2027-01-10"),
+    ]:
+        code, answer = await lender.api("PUT", "/api/lending/closure", json=body)
+        assert code == 400 and expected in answer["error"], (body, answer)
+    code, closure = await lender.api("GET", "/api/lending/closure")
+    assert code == 200 and not closure["active"] and closure["start"] is None
+
+
 async def test_partner_set_to_retry_possible_gets_retry_after_the_closure(net):
     lender, borrower = await start(net, peer_options='closure_reply = "RetryPossible"')
     today = lender.node.clock().date()
