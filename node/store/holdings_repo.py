@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy import (
     Date,
+    Integer,
     String,
     bindparam,
     cast,
@@ -105,78 +106,140 @@ _ident, _records, _items = t.holdings_identifiers, t.holdings_records, t.holding
 CANDIDATE_LIMIT = 50
 
 
-def _candidate_ids(by_title: bool, by_author: bool):
-    """Record ids a request may match: by identifier, or by title (and author)."""
-    parts = [select(_ident.c.record_id).where(
+def _first_per_key(table, conditions, *key_columns):
+    """Ids of ``table`` rows meeting ``conditions``: the first CANDIDATE_LIMIT by record
+    id for each value of ``key_columns``. A request's own first CANDIDATE_LIMIT
+    candidates are always among the union of its keys' first ones."""
+    ranked = select(table.c.record_id, func.row_number().over(
+        partition_by=key_columns, order_by=table.c.record_id).label("rank")).where(
+        *conditions).subquery()
+    return select(ranked.c.record_id).where(ranked.c.rank <= CANDIDATE_LIMIT)
+
+
+def _candidate_ids():
+    """Record ids any request of a batch may match: by identifier, by title alone, or
+    by title and author (records without an author too), each with its position
+    in the database's order of record ids."""
+    by_identifier = _first_per_key(_ident, [
         # The pairs alone are exact but scan on SQLite; kind IN and value IN reach the index.
         _ident.c.kind.in_(bindparam("kinds", expanding=True)),
         _ident.c.value.in_(bindparam("values", expanding=True)),
-        tuple_(_ident.c.kind, _ident.c.value).in_(bindparam("keys", expanding=True)))]
-    if by_title:
-        by_title_stmt = select(_records.c.record_id).where(
-            _records.c.title_key == bindparam("title_key"))
-        if by_author:
-            by_title_stmt = by_title_stmt.where(or_(
-                _records.c.author_key == bindparam("author_key"), _records.c.author_key.is_(None)))
-        parts.append(by_title_stmt)
-    return union(*parts).order_by("record_id").limit(CANDIDATE_LIMIT)
+        tuple_(_ident.c.kind, _ident.c.value).in_(bindparam("keys", expanding=True)),
+    ], _ident.c.kind, _ident.c.value)
+    by_title = _first_per_key(_records, [
+        _records.c.title_key.in_(bindparam("titles", expanding=True)),
+    ], _records.c.title_key)
+    by_title_and_author = _first_per_key(_records, [
+        _records.c.title_key.in_(bindparam("titles_with_author", expanding=True)),
+        or_(tuple_(_records.c.title_key, _records.c.author_key).in_(
+            bindparam("titles_and_authors", expanding=True)), _records.c.author_key.is_(None)),
+    ], _records.c.title_key, _records.c.author_key)
+    ids = union(by_identifier, by_title, by_title_and_author).subquery()
+    # The position follows the database's collation, as the LIMIT of a query per
+    # request did: it decides which CANDIDATE_LIMIT records a request gets.
+    return select(ids.c.record_id, func.row_number().over(order_by=ids.c.record_id)
+                  .label("position")).cte("candidate_ids")
 
 
-def _candidates_query(by_title: bool, by_author: bool):
-    """ONE query for the candidate records: a row per item (identifier columns NULL)
-    and a row per identifier (item columns NULL)."""
-    ids = _candidate_ids(by_title, by_author)
-    no_text, no_date = cast(null(), String), cast(null(), Date)
+def _candidates_query():
+    """ONE query for the candidate records of a batch: a row per item (identifier
+    columns NULL) and a row per identifier (the others NULL)."""
+    ids = _candidate_ids()
+    no_text, no_date, no_number = cast(null(), String), cast(null(), Date), cast(null(), Integer)
     records_items = (
-        select(_records.c.record_id, _records.c.title, _records.c.author,
+        select(_records.c.record_id, ids.c.position, _records.c.title, _records.c.author,
+               _records.c.title_key, _records.c.author_key,
                no_text.label("kind"), no_text.label("value"), _items.c.barcode,
                _items.c.call_number, _items.c.location, _items.c.status, _items.c.due_date)
-        .select_from(_records.outerjoin(_items, _items.c.record_id == _records.c.record_id))
-        .where(_records.c.record_id.in_(ids))
+        .select_from(ids.join(_records, _records.c.record_id == ids.c.record_id)
+                     .outerjoin(_items, _items.c.record_id == _records.c.record_id))
     )
-    identifiers = select(_ident.c.record_id, no_text, no_text, _ident.c.kind, _ident.c.value,
-                         no_text, no_text, no_text, no_text, no_date).where(
-        _ident.c.record_id.in_(ids))
+    identifiers = (
+        select(_ident.c.record_id, no_number, no_text, no_text, no_text, no_text,
+               _ident.c.kind, _ident.c.value, no_text, no_text, no_text, no_text, no_date)
+        .select_from(ids.join(_ident, _ident.c.record_id == ids.c.record_id))
+    )
     return union_all(records_items, identifiers)
 
 
-_CANDIDATES = {(title, author): _candidates_query(title, author)
-               for title in (False, True) for author in (False, True) if title or not author}
+_CANDIDATES = _candidates_query()
+
+
+def _wanted(keys: LookupKeys) -> set[tuple[str, str]]:
+    """The (kind, value) identifier pairs a request is looked up by."""
+    wanted = set(keys.record_ids)
+    wanted.update(("isbn", v) for v in keys.isbns if len(v) == 13)
+    wanted.update(("issn", v) for v in keys.issns)
+    if keys.supplier_unique_record_id:
+        wanted.add(("local", keys.supplier_unique_record_id))
+    return wanted
+
+
+class _Found:
+    """The candidate records of a batch, indexed by what requests look them up by."""
+
+    def __init__(self, rows) -> None:
+        self.position: dict[str, int] = {}
+        self.by_identifier: dict[tuple[str, str], list[str]] = defaultdict(list)
+        self.by_title: dict[str, list[tuple[str, str | None]]] = defaultdict(list)
+        records: dict[str, Any] = {}
+        idents: dict[str, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
+        items: dict[str, list[HoldingsItem]] = defaultdict(list)
+        for row in rows:
+            if row.kind is not None:
+                idents[row.record_id][row.kind].append(row.value)
+                self.by_identifier[row.kind, row.value].append(row.record_id)
+                continue
+            if row.record_id not in records:
+                records[row.record_id] = row
+                self.position[row.record_id] = row.position
+                if row.title_key is not None:
+                    self.by_title[row.title_key].append((row.record_id, row.author_key))
+            if row.barcode is not None:
+                items[row.record_id].append(HoldingsItem(
+                    barcode=row.barcode, call_number=row.call_number, location=row.location,
+                    status=row.status, due_date=row.due_date))
+        self.records = {record_id: HoldingsRecord(
+            record_id=record_id, title=row.title, author=row.author,
+            isbns=tuple(idents[record_id]["isbn"]), issns=tuple(idents[record_id]["issn"]),
+            oclc=tuple(idents[record_id]["oclc"]), lccn=tuple(idents[record_id]["lccn"]),
+            items=tuple(sorted(items[record_id], key=lambda i: i.barcode)))
+            for record_id, row in records.items()}
+
+    def for_request(self, keys: LookupKeys, wanted: set[tuple[str, str]]
+                    ) -> list[HoldingsRecord]:
+        """The request's candidates: its first CANDIDATE_LIMIT in the database's order."""
+        ids = {record_id for pair in wanted for record_id in self.by_identifier.get(pair, ())}
+        if keys.title_key:
+            ids.update(record_id for record_id, author in self.by_title.get(keys.title_key, ())
+                       if not keys.author_key or author in (None, keys.author_key))
+        first = sorted(ids, key=self.position.__getitem__)[:CANDIDATE_LIMIT]
+        return [self.records[record_id] for record_id in sorted(first)]
 
 
 async def candidates(conn: AsyncConnection, keys: LookupKeys) -> list[HoldingsRecord]:
     """Records that may match the request, each with its identifiers and items."""
-    wanted = list(keys.record_ids)
-    wanted += [("isbn", v) for v in keys.isbns if len(v) == 13]
-    wanted += [("issn", v) for v in keys.issns]
-    if keys.supplier_unique_record_id:
-        wanted.append(("local", keys.supplier_unique_record_id))
-    if not wanted and not keys.title_key:
-        return []
-    by_title = bool(keys.title_key)
-    rows = await conn.execute(_CANDIDATES[by_title, by_title and bool(keys.author_key)], {
-        "keys": wanted, "kinds": sorted({k for k, _ in wanted}),
-        "values": sorted({v for _, v in wanted}),
-        "title_key": keys.title_key, "author_key": keys.author_key,
-    })
-    records: dict[str, Any] = {}
-    idents: dict[str, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
-    items: dict[str, list[HoldingsItem]] = defaultdict(list)
-    for row in rows:
-        if row.kind is not None:
-            idents[row.record_id][row.kind].append(row.value)
-            continue
-        records[row.record_id] = row
-        if row.barcode is not None:
-            items[row.record_id].append(HoldingsItem(
-                barcode=row.barcode, call_number=row.call_number, location=row.location,
-                status=row.status, due_date=row.due_date))
-    return [HoldingsRecord(
-        record_id=record_id, title=row.title, author=row.author,
-        isbns=tuple(idents[record_id]["isbn"]), issns=tuple(idents[record_id]["issn"]),
-        oclc=tuple(idents[record_id]["oclc"]), lccn=tuple(idents[record_id]["lccn"]),
-        items=tuple(sorted(items[record_id], key=lambda i: i.barcode)))
-        for record_id, row in sorted(records.items())]
+    return (await candidates_many(conn, [keys]))[0]
+
+
+async def candidates_many(conn: AsyncConnection, keys_list: list[LookupKeys]
+                          ) -> list[list[HoldingsRecord]]:
+    """Each request's :func:`candidates`, read in ONE query for the whole list
+    (none when no request has anything to look up by)."""
+    wanted = [_wanted(keys) for keys in keys_list]
+    pairs = set().union(*wanted)
+    titles = {k.title_key for k in keys_list if k.title_key and not k.author_key}
+    titles_and_authors = {(k.title_key, k.author_key) for k in keys_list
+                          if k.title_key and k.author_key}
+    if not pairs and not titles and not titles_and_authors:
+        return [[] for _ in keys_list]
+    found = _Found(await conn.execute(_CANDIDATES, {
+        "keys": sorted(pairs), "kinds": sorted({k for k, _ in pairs}),
+        "values": sorted({v for _, v in pairs}), "titles": sorted(titles),
+        "titles_with_author": sorted({title for title, _ in titles_and_authors}),
+        "titles_and_authors": sorted(titles_and_authors),
+    }))
+    return [found.for_request(keys, w) for keys, w in zip(keys_list, wanted, strict=True)]
 
 
 async def count(conn: AsyncConnection) -> dict[str, int]:
