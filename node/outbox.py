@@ -7,7 +7,8 @@ the results that have come in, together with the next claim, in one database
 transaction:
 
 - 2xx with a body: delivered. ``on_delivered(conn, row, status, body)`` runs in the
-  same transaction as the write that marks the row sent. If it returns a
+  same transaction as the write that marks the row sent (one statement for all
+  the rows delivered in a round). If it returns a
   :class:`DeliveryVerdict` with ``ok=False`` (the peer's confirmation said ERROR)
   the row is marked failed, not retried (a business answer, not a network
   fault), with a ``send_error`` history row and ``needs_attention`` set.
@@ -101,6 +102,11 @@ def _results(done: set[asyncio.Task[_Sent]]) -> list[_Sent]:
             continue
         out.append(task.result())
     return out
+
+
+# _record's result for a delivered row with an ok verdict, not yet written:
+# _mark_sent writes all of a round's such rows in one statement.
+_SENT = "sent"
 
 
 class _LeaseLost(Exception):
@@ -277,6 +283,8 @@ class OutboxWorker:
                     now = self.clock()
                     for sent in finished:
                         results.append(await self._record(conn, sent, now, settled))
+                    await self._mark_sent(
+                        conn, [s for s, result in zip(finished, results) if result == _SENT], now)
                     claimed = await outbox_repo.claim_due(
                         conn,
                         worker_id=self.worker_id,
@@ -386,7 +394,8 @@ class OutboxWorker:
         round trips fewer each): if it raises, or our lease turns out lost, the
         whole transaction is redone with the row in ``settled`` (the exception, or
         None for the lease). "stale" means another worker took the row over: then
-        nothing of ours is written and its result stands.
+        nothing of ours is written and its result stands. ``_SENT`` rows are not
+        written yet: :meth:`_mark_sent` marks them together.
         """
         row, outcome = sent.row, sent.outcome
         attempt = row.attempts + 1
@@ -452,7 +461,8 @@ class OutboxWorker:
     async def _record_delivered(
         self, conn: AsyncConnection, row: OutboxRow, outcome: _Outcome, now: datetime
     ) -> str:
-        """on_delivered, then the row's new state (raises :class:`_LeaseLost`)."""
+        """on_delivered, then the row's new state, or ``_SENT`` for :meth:`_mark_sent`
+        to write (raises :class:`_LeaseLost`)."""
         verdict = None
         if self.on_delivered is not None:
             verdict = await self.on_delivered(conn, row, outcome.status, outcome.body)
@@ -473,16 +483,23 @@ class OutboxWorker:
                 {"error": error, "http_status": outcome.status, **verdict.detail},
             )
             return "error-confirmation"
-        if not await outbox_repo.mark_sent(
+        return _SENT
+
+    async def _mark_sent(
+        self, conn: AsyncConnection, delivered: list[_Sent], now: datetime
+    ) -> None:
+        """Mark the round's delivered rows sent, in one statement (one round trip, not
+        one per row). A row whose lease was lost meanwhile redoes the transaction
+        with that row settled, as :meth:`_record` does for one row."""
+        marked = await outbox_repo.mark_all_sent(
             conn,
-            row.id,
+            [outbox_repo.Delivery(s.row.id, s.outcome.status, s.outcome.body) for s in delivered],
             now=now,
-            confirmation=outcome.body,
-            http_status=outcome.status,
             worker_id=self.worker_id,
-        ):
-            raise _LeaseLost()
-        return "sent"
+        )
+        for sent in delivered:
+            if sent.row.id not in marked:
+                raise _Redo(sent.row.id, None)
 
     async def _flag(
         self, conn: AsyncConnection, row: OutboxRow, now: datetime, event: str, detail: dict

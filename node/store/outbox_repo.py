@@ -16,7 +16,8 @@ Claiming rules (``claim_due``):
 
 The ``mark_*`` functions only touch rows still ``pending``; given ``worker_id``
 they also require the caller to hold the lease, and they return whether a row
-changed, so a worker whose lease ran out cannot overwrite another's result.
+changed (``mark_all_sent``: which rows), so a worker whose lease ran out cannot
+overwrite another's result.
 """
 
 from __future__ import annotations
@@ -59,33 +60,26 @@ class OutboxRow:
 _FIELDS = tuple(c.name for c in outbox.columns)
 
 
-async def enqueue(
-    conn: AsyncConnection,
-    *,
-    transaction_id: int | None,
-    peer: str,
-    url: str,
-    kind: str,
-    body: bytes,
-    now: datetime,
-) -> int:
-    """Queue ``body`` for POSTing to ``url``; due at once. Returns the outbox id."""
-    result = await conn.execute(
-        insert(outbox)
-        .values(
-            transaction_id=transaction_id,
-            peer=peer,
-            url=url,
-            kind=kind,
-            body=bytes(body),
-            state="pending",
-            attempts=0,
-            next_attempt_at=now,
-            created_at=now,
-        )
-        .returning(outbox.c.id)
-    )
-    return int(result.scalar_one())
+def outbox_row(*, transaction_id: int | None, peer: str, url: str, kind: str, body: bytes,
+               now: datetime) -> dict:
+    """A message to POST to ``url``, due at once (:func:`enqueue`, :func:`enqueue_many`)."""
+    return dict(transaction_id=transaction_id, peer=peer, url=url, kind=kind, body=bytes(body),
+                state="pending", attempts=0, next_attempt_at=now, created_at=now)
+
+
+_ENQUEUE = insert(outbox)
+_ENQUEUE_RETURNING_ID = _ENQUEUE.returning(outbox.c.id)
+
+
+async def enqueue(conn: AsyncConnection, **row) -> int:
+    """Queue one message (:func:`outbox_row`'s arguments); returns the outbox id."""
+    return int((await conn.execute(_ENQUEUE_RETURNING_ID, outbox_row(**row))).scalar_one())
+
+
+async def enqueue_many(conn: AsyncConnection, rows: list[dict]) -> None:
+    """Queue messages (:func:`outbox_row`) in one statement; the worker claims them."""
+    if rows:
+        await conn.execute(_ENQUEUE, rows)
 
 
 async def enqueue_leased(
@@ -110,15 +104,8 @@ async def enqueue_leased(
     result = await conn.execute(
         insert(outbox)
         .values(
-            transaction_id=transaction_id,
-            peer=peer,
-            url=url,
-            kind=kind,
-            body=bytes(body),
-            state="pending",
-            attempts=0,
-            next_attempt_at=now,
-            created_at=now,
+            **outbox_row(transaction_id=transaction_id, peer=peer, url=url, kind=kind,
+                         body=body, now=now),
             locked_by=case((first, literal(worker_id, outbox.c.locked_by.type))),
             locked_until=case((first, literal(until, outbox.c.locked_until.type))),
         )
@@ -204,6 +191,20 @@ async def _update(conn: AsyncConnection, where, **values) -> bool:
     return result.rowcount == 1
 
 
+def _sent(now: datetime, http_status, confirmation) -> dict:
+    """The values that mark a row sent (shared by mark_sent and mark_all_sent)."""
+    return {
+        "state": "sent",
+        "attempts": outbox.c.attempts + 1,
+        "sent_at": now,
+        "last_attempt_at": now,
+        "last_http_status": http_status,
+        "confirmation": confirmation,
+        "locked_by": None,
+        "locked_until": None,
+    }
+
+
 async def mark_sent(
     conn: AsyncConnection,
     id: int,
@@ -217,15 +218,46 @@ async def mark_sent(
     return await _update(
         conn,
         _held(id, worker_id),
-        state="sent",
-        attempts=outbox.c.attempts + 1,
-        sent_at=now,
-        last_attempt_at=now,
-        last_http_status=http_status,
-        confirmation=None if confirmation is None else bytes(confirmation),
-        locked_by=None,
-        locked_until=None,
+        **_sent(now, http_status, None if confirmation is None else bytes(confirmation)),
     )
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One row for :func:`mark_all_sent`: the peer's 2xx status and its answer."""
+
+    id: int
+    http_status: int
+    confirmation: bytes
+
+
+async def mark_all_sent(
+    conn: AsyncConnection, deliveries: Collection[Delivery], *, now: datetime, worker_id: str
+) -> set[int]:
+    """:func:`mark_sent` for many rows in ONE statement; returns the ids it marked.
+
+    An id missing from the result was not pending or not leased to ``worker_id``
+    any more (RETURNING, because asyncpg reports no rowcount for an executemany).
+    """
+    if not deliveries:
+        return set()
+
+    def per_row(value):  # CASE id WHEN :id THEN :value ... END
+        return case({d.id: value(d) for d in deliveries}, value=outbox.c.id)
+
+    result = await conn.execute(
+        update(outbox)
+        .where(
+            outbox.c.id.in_([d.id for d in deliveries]),
+            outbox.c.state == "pending",
+            outbox.c.locked_by == worker_id,
+        )
+        .values(**_sent(now,
+                        per_row(lambda d: d.http_status),
+                        per_row(lambda d: bytes(d.confirmation))))
+        .returning(outbox.c.id)
+    )
+    return set(result.scalars())
 
 
 async def mark_retry(
@@ -379,12 +411,16 @@ async def next_due_at(conn: AsyncConnection) -> datetime | None:
 
 
 __all__ = [
+    "Delivery",
     "OutboxRow",
     "claim_due",
     "enqueue",
+    "enqueue_many",
+    "outbox_row",
     "for_transaction",
     "get",
     "list_rows",
+    "mark_all_sent",
     "mark_failed",
     "mark_retry",
     "mark_sent",
