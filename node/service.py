@@ -8,8 +8,9 @@ does the confirmation leave or the staff API answer: nothing confirmed is lost.
 
 Partners' messages share transactions (group commit): the HTTP handler checks a
 message and queues it; one writer task stores everything queued in one
-transaction, each message in its own SAVEPOINT (unless it is alone), commits
-once, and only then answers each handler.
+transaction, each message in its own SAVEPOINT (unless it is alone; the batch's
+new requests share one, written a table at a time), commits once, and only then
+answers each handler.
 """
 
 from __future__ import annotations
@@ -80,11 +81,12 @@ class _Inbound:
 
 @dataclass(slots=True)
 class _Rows:
-    """History and message-log rows, written together: one statement each; and the
-    outbox rows queued, those leased to our worker at insert apart."""
+    """History, message-log and outbox rows, written together: one statement per table;
+    outbox rows leased to our worker at insert apart (one statement each)."""
 
     history: list[dict] = field(default_factory=list)
     messages: list[dict] = field(default_factory=list)
+    outbox: list[dict] = field(default_factory=list)  # for the worker to claim
     lease: bool = False  # lease outbox rows at insert: the caller hands them over (_send)
     leased: list[outbox_repo.OutboxRow] = field(default_factory=list)
     unleased: int = 0  # queued for the worker to claim
@@ -92,6 +94,7 @@ class _Rows:
     def extend(self, other: _Rows) -> None:
         self.history.extend(other.history)
         self.messages.extend(other.messages)
+        self.outbox.extend(other.outbox)
         self.leased.extend(other.leased)
         self.unleased += other.unleased
 
@@ -329,14 +332,20 @@ class Node:
                 # sends at a time.
                 alone = len(batch) == 1
                 rows = _Rows(lease=alone)  # of the messages stored, one statement per table
-                for inbound in batch:
+                done: dict[int, bytes | Exception] = {}
+                if not alone:
+                    await self._store_new_requests(conn, batch, closures, answered, rows, done)
+                for n, inbound in enumerate(batch):
+                    if n in done:
+                        continue
                     try:
-                        outcomes.append(await self._store_one(
-                            conn, inbound, closures, answered, rows, savepoint=not alone))
+                        done[n] = await self._store_one(
+                            conn, inbound, closures, answered, rows, savepoint=not alone)
                     except Exception as exc:  # this message only: its savepoint is undone
                         if alone:
                             raise
-                        outcomes.append(exc)
+                        done[n] = exc
+                outcomes = [done[n] for n in range(len(batch))]
                 # A digest stored meanwhile by another process fails here, and so the
                 # batch: it is not confirmed, and its resend gets the stored answer.
                 await _write(conn, rows)
@@ -360,10 +369,7 @@ class Node:
         stored = answered.get(inbound.digest)
         if stored is not None:
             return stored  # the same message again: same answer, no change
-        received = repo.message_row(
-            direction="in", message=inbound.message, raw=inbound.body, peer=str(inbound.sender),
-            now=inbound.now, digest=inbound.digest, confirmation=inbound.answer,
-        )
+        received = _received_row(inbound)
         if savepoint:
             own = _Rows(lease=rows.lease)
             async with conn.begin_nested():
@@ -445,17 +451,12 @@ class Node:
         requester = str(header.requesting_agency_id)
         actor = f"peer:{requester}"
         closure = closures["lending"]
-        ctx = self._lending_context(requester, closure, now)
         located = None
         if not closure.applies_on(now.date()):
             located = await repo.locate(conn, message, self.config.lending, self.symbol)
-        result = LENDING.machine.receive_request(message, ctx=ctx, located=located)
-        # Staff and the partner see the same id: our supplyingAgencyRequestId.
-        tx_id = await repo.insert_transaction(
-            conn, role="lending", public_id=result.state.summary()["supplying_request_id"],
-            state=result.state, now=now, requesting_agency_id=requester,
-            next_timer_at=_next_timer(LENDING, result.state), if_new=True,
-        )
+        result = self._answer_request(message, now, closure, located)
+        tx_id = await repo.insert_transaction(conn, _lending_row(message, result, now),
+                                              if_new=True)
         if tx_id is not None:
             await self._apply(conn, LENDING, tx_id, result, actor=actor, now=now, inserted=True,
                               received=received, rows=rows)
@@ -472,11 +473,75 @@ class Node:
                 f"already exists (a different request from {requester} has that id)"
             )
         previous = LENDING.state_type.from_json(existing.state)
-        result = LENDING.machine.receive_request(message, ctx=ctx, located=located,
-                                                 previous=previous)
+        result = self._answer_request(message, now, closure, located, previous=previous)
         await self._apply(conn, LENDING, existing.id, result, actor=actor, now=now,
                           received=received, rows=rows)
         return None
+
+    def _answer_request(self, message: Request, now, closure, located, previous=None) -> Result:
+        ctx = self._lending_context(str(message.header.requesting_agency_id), closure, now)
+        return LENDING.machine.receive_request(message, ctx=ctx, located=located,
+                                               previous=previous)
+
+    async def _store_new_requests(self, conn: AsyncConnection, batch: list[_Inbound], closures,
+                                  answered: dict[str, bytes], rows: _Rows,
+                                  outcomes: dict[int, bytes]) -> None:
+        """The new requests of a busy node's batch, stored together in one SAVEPOINT:
+        one locate query, one INSERT of their states, their log, history and outbox rows
+        with the batch's (a few statements for the lot, not several each).  Those stored
+        get their answer in ``outcomes`` (by position in ``batch``); the rest (an id
+        already taken, as by a Retry; a request the machine refuses; all of them if the
+        savepoint fails) are left to the one-by-one way, which says why."""
+        fresh: dict[int, _Inbound] = {}
+        keys = set()
+        for n, inbound in enumerate(batch):
+            message = inbound.message
+            if not isinstance(message, Request) or inbound.digest in answered:
+                continue
+            key = (repo.agency_key(message.header.requesting_agency_id),
+                   message.header.requesting_agency_request_id)
+            if key not in keys:  # the same id twice: the second goes one by one
+                keys.add(key)
+                fresh[n] = inbound
+        if len(fresh) < 2:
+            return
+        own = _Rows()
+        stored: dict[int, bytes] = {}
+        try:
+            async with conn.begin_nested():
+                await self._receive_new_requests(conn, fresh, closures, own, stored)
+        except Exception:
+            log.exception("storing %d new requests together failed: one by one now", len(fresh))
+            return
+        rows.extend(own)
+        outcomes.update(stored)
+        answered.update((fresh[n].digest, answer) for n, answer in stored.items())
+
+    async def _receive_new_requests(self, conn: AsyncConnection, fresh: dict[int, _Inbound],
+                                    closures, rows: _Rows, stored: dict[int, bytes]) -> None:
+        closure = closures["lending"]
+        open_ = [n for n, i in fresh.items() if not closure.applies_on(i.now.date())]
+        found = await repo.locate_many(conn, [fresh[n].message for n in open_],
+                                       self.config.lending, self.symbol)
+        located = dict(zip(open_, found))
+        answers: dict[int, Result] = {}
+        for n, inbound in fresh.items():
+            try:
+                answers[n] = self._answer_request(inbound.message, inbound.now, closure,
+                                                  located.get(n))
+            except ProtocolError:
+                continue  # the one-by-one way answers it with this error
+        ids = await repo.insert_new_transactions(conn, [
+            _lending_row(fresh[n].message, result, fresh[n].now) for n, result in answers.items()])
+        for n, result in answers.items():
+            tx_id = ids.get(result.state.supplying_request_id)
+            if tx_id is None:
+                continue  # the id is taken
+            inbound = fresh[n]
+            await self._apply(conn, LENDING, tx_id, result, now=inbound.now,
+                              actor=f"peer:{inbound.message.header.requesting_agency_id}",
+                              inserted=True, received=_received_row(inbound), rows=rows)
+            stored[n] = inbound.answer
 
     # -- contexts ----------------------------------------------------------------
 
@@ -566,8 +631,9 @@ class Node:
         ), transaction_id=tx_id))
         lease = self.outbox.lease(now) if rows.lease and self.outbox is not None else None
         if lease is None:
-            await repo.enqueue(conn, transaction_id=tx_id, peer=str(partner.symbol),
-                               url=partner.url, kind=message.KIND, body=body, now=now)
+            rows.outbox.append(outbox_repo.outbox_row(
+                transaction_id=tx_id, peer=str(partner.symbol), url=partner.url,
+                kind=message.KIND, body=body, now=now))
             rows.unleased += 1
             return
         worker_id, until = lease
@@ -659,11 +725,11 @@ class Node:
             public_id = new_public_id("B")
             result = bmachine.create(form, ctx=ctx, rota=rota, public_id=public_id)
             duplicate_of = await repo.open_duplicate(conn, borrower.form.duplicate_key(form))
-            tx_id = await repo.insert_transaction(
-                conn, role="borrowing", public_id=public_id, state=result.state, now=now,
+            tx_id = await repo.insert_transaction(conn, repo.transaction_row(
+                role="borrowing", public_id=public_id, state=result.state, now=now,
                 requesting_agency_id=str(self.symbol), duplicate_key=borrower.form.duplicate_key(form),
                 next_timer_at=_next_timer(BORROWING, result.state),
-            )
+            ))
             rows = _Rows(lease=True)
             await self._apply(conn, BORROWING, tx_id, result, actor=actor, now=now, inserted=True,
                               rows=rows)
@@ -721,6 +787,23 @@ class Node:
 async def _write(conn: AsyncConnection, rows: _Rows) -> None:
     await repo.log_messages(conn, rows.messages)
     await repo.add_history(conn, rows.history)
+    await outbox_repo.enqueue_many(conn, rows.outbox)
+
+
+def _received_row(inbound: _Inbound) -> dict[str, Any]:
+    return repo.message_row(
+        direction="in", message=inbound.message, raw=inbound.body, peer=str(inbound.sender),
+        now=inbound.now, digest=inbound.digest, confirmation=inbound.answer,
+    )
+
+
+def _lending_row(message: Request, result: Result, now: datetime) -> dict[str, Any]:
+    """A partner's new request as stored: staff and the partner see the same id, our
+    supplyingAgencyRequestId."""
+    return repo.transaction_row(
+        role="lending", public_id=result.state.supplying_request_id, state=result.state,
+        now=now, requesting_agency_id=str(message.header.requesting_agency_id),
+        next_timer_at=_next_timer(LENDING, result.state))
 
 
 def _next_timer(side: Side, state) -> datetime | None:

@@ -30,7 +30,6 @@ from . import holdings_repo, outbox_repo
 from . import search as staff_search
 from . import tables as t
 
-enqueue = outbox_repo.enqueue
 search = staff_search.search
 _row_view = staff_search.row_view
 outbox_pending = outbox_repo.pending_count
@@ -105,9 +104,16 @@ async def partner_closures(conn: AsyncConnection, *, today: date) -> dict[str, t
 
 async def locate(conn: AsyncConnection, request: Request, policy, our_symbol):
     """Auto-locate: fetch the candidate records, let the pure matcher decide."""
-    keys = identifiers_of(request, our_symbol)
-    found = await holdings_repo.candidates(conn, keys)
-    return match_holdings(request, found, policy, our_symbol=our_symbol)
+    return (await locate_many(conn, [request], policy, our_symbol))[0]
+
+
+async def locate_many(conn: AsyncConnection, requests: list[Request], policy, our_symbol
+                      ) -> list:
+    """:func:`locate` for several requests (a batch's): one query."""
+    found = await holdings_repo.candidates_many(
+        conn, [identifiers_of(r, our_symbol) for r in requests])
+    return [match_holdings(r, records, policy, our_symbol=our_symbol)
+            for r, records in zip(requests, found)]
 
 
 # -- messages -------------------------------------------------------------------------
@@ -186,7 +192,8 @@ _LOCK_BY_ATTEMPT = _locked(
 _INSERT_TRANSACTION = insert(_tx).returning(_tx.c.id)
 # A partner's new request: the unique (role, agency, request id) says whether it is new.
 _INSERT_NEW_TRANSACTION = {
-    dialect.dialect.name: dialect.insert(_tx).on_conflict_do_nothing().returning(_tx.c.id)
+    dialect.dialect.name: dialect.insert(_tx).on_conflict_do_nothing().returning(
+        _tx.c.id, _tx.c.public_id)
     for dialect in (sqlite, postgresql)
 }
 _SAVE_STATE = update(_tx).where(_tx.c.id == bindparam("tx_id")).values(
@@ -231,19 +238,34 @@ def _columns(state, next_timer_at: datetime | None) -> dict[str, Any]:
     )
 
 
-async def insert_transaction(conn: AsyncConnection, *, role: str, public_id: str, state,
-                             now: datetime, requesting_agency_id: str,
-                             next_timer_at: datetime | None, duplicate_key: str | None = None,
-                             if_new: bool = False) -> int | None:
-    """Insert a request with its state; returns its id.  ``if_new``: return None instead
-    of raising when (role, agency, request id) or the public id is already taken."""
-    stmt = _INSERT_NEW_TRANSACTION[conn.dialect.name] if if_new else _INSERT_TRANSACTION
-    result = await conn.execute(stmt, dict(
+def transaction_row(*, role: str, public_id: str, state, now: datetime,
+                    requesting_agency_id: str, next_timer_at: datetime | None,
+                    duplicate_key: str | None = None) -> dict[str, Any]:
+    """A request's row as inserted (:func:`insert_transaction`, :func:`insert_new_transactions`)."""
+    return dict(
         role=role, public_id=public_id, requesting_agency_id=agency_key(requesting_agency_id),
         created_at=now, updated_at=now, duplicate_key=duplicate_key,
         **_columns(state, next_timer_at),
-    ))
-    return result.scalar_one_or_none()
+    )
+
+
+async def insert_transaction(conn: AsyncConnection, row: dict[str, Any], *,
+                             if_new: bool = False) -> int | None:
+    """Insert a request (:func:`transaction_row`); returns its id.  ``if_new``: return None
+    instead of raising when (role, agency, request id) or the public id is already taken."""
+    stmt = _INSERT_NEW_TRANSACTION[conn.dialect.name] if if_new else _INSERT_TRANSACTION
+    return (await conn.execute(stmt, row)).scalar()
+
+
+async def insert_new_transactions(conn: AsyncConnection, rows: list[dict[str, Any]]
+                                  ) -> dict[str, int]:
+    """Insert partners' new requests (:func:`transaction_row`) in one statement; returns
+    public id -> id of those inserted.  One whose (role, agency, request id) or public id
+    is taken is left out, not an error."""
+    if not rows:
+        return {}
+    result = await conn.execute(_INSERT_NEW_TRANSACTION[conn.dialect.name], rows)
+    return {r.public_id: r.id for r in result}
 
 
 async def save_state(conn: AsyncConnection, tx_id: int, state, *, now: datetime,

@@ -372,9 +372,21 @@ class LendingTransaction:
 # -- JSON for frozen dataclasses ---------------------------------------------------
 
 
+_PLAIN = frozenset((str, int, float, bool, type(None)))  # exact types: a str Enum is not plain
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+
+
 def _dump(value: Any) -> Any:
-    if is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _dump(getattr(value, f.name)) for f in fields(value)}
+    # Runs for every request stored (its state), so the common cases come first and a
+    # dataclass's field names are looked up once per class.
+    kind = type(value)
+    if kind in _PLAIN:
+        return value
+    names = _FIELD_NAMES.get(kind)
+    if names is None and is_dataclass(kind):
+        names = _FIELD_NAMES[kind] = tuple(f.name for f in fields(kind))
+    if names is not None:
+        return {name: _dump(getattr(value, name)) for name in names}
     if isinstance(value, enum.Enum):
         return value.value
     if isinstance(value, (datetime, date)):

@@ -230,6 +230,80 @@ async def test_a_message_alone_failing_after_a_write_undoes_the_write(net):
     await peer.stop()
 
 
+def count_inserts(engine) -> dict[str, int]:
+    """INSERT statements run (an executemany counts once), by table."""
+    inserts: dict[str, int] = {}
+
+    @event.listens_for(engine.sync_engine, "before_cursor_execute")
+    def _count(_conn, _cursor, statement, *_):
+        if statement.startswith("INSERT INTO "):
+            table = statement.split()[2]
+            inserts[table] = inserts.get(table, 0) + 1
+
+    return inserts
+
+
+async def test_the_new_requests_of_a_batch_are_stored_together(net):
+    lib, peer = await started(net)
+    inserts = count_inserts(lib.node.engine)
+    commits = count_commits(lib.node.engine)
+    bodies = [writer.serialise(builders.request(PEER, lib.symbol, f"together-{i}"))
+              for i in range(12)]
+    answers = await asyncio.gather(*(lib.node.receive(b) for b in bodies))
+    assert all(status_of(a)[0] is MessageStatus.OK for a in answers)
+    assert commits[0] == 1
+    # One statement per table for the twelve, not twelve.
+    assert {k: inserts.get(k) for k in ("transactions", "messages", "history", "outbox")} == {
+        "transactions": 1, "messages": 1, "history": 1, "outbox": 1}
+    stored = await rows(lib, t.transactions)
+    assert sorted(r.requesting_request_id for r in stored) == sorted(
+        f"together-{i}" for i in range(12))
+    assert len({r.public_id for r in stored}) == 12
+    by_tx = {r.transaction_id for r in await rows(lib, t.messages, t.messages.c.direction == "in")}
+    assert by_tx == {r.id for r in stored}  # each logged against its own request
+    received = await peer.wait_for(12)
+    assert {e.message.header.requesting_agency_request_id for e in received} == {
+        f"together-{i}" for i in range(12)}
+    await peer.stop()
+
+
+async def test_a_batch_of_new_requests_that_fails_together_is_stored_one_by_one(net, caplog):
+    """A write refused for one request undoes the batch's joint savepoint; the requests
+    are then stored one by one, and only the refused one is not confirmed."""
+    lib, peer = await started(net)
+    async with lib.node.engine.begin() as conn:
+        for statement in _REFUSE_POISON_HISTORY[conn.dialect.name]:
+            await conn.execute(text(statement))
+    ids = ["one", "two", "poison", "three"]
+    results = await asyncio.gather(
+        *(lib.node.receive(writer.serialise(builders.request(PEER, lib.symbol, rari)))
+          for rari in ids), return_exceptions=True)
+    assert "4 new requests together failed" in caplog.text
+    assert isinstance(results[2], SQLAlchemyError)  # not stored, not confirmed: a 503
+    assert all(status_of(results[n])[0] is MessageStatus.OK for n in (0, 1, 3))
+    assert sorted(r.requesting_request_id for r in await rows(lib, t.transactions)) == [
+        "one", "three", "two"]
+    assert len(await rows(lib, t.messages, t.messages.c.direction == "in")) == 3
+    await peer.wait_for(3)
+    await peer.stop()
+
+
+# Refuses to store the request 'poison'.
+_REFUSE_POISON_HISTORY = {
+    "sqlite": [
+        "CREATE TRIGGER refuse_poison BEFORE INSERT ON transactions "
+        "WHEN NEW.requesting_request_id = 'poison' "
+        "BEGIN SELECT RAISE(ABORT, 'poison refused'); END",
+    ],
+    "postgresql": [
+        "CREATE FUNCTION refuse_poison() RETURNS trigger LANGUAGE plpgsql AS "
+        "$$ BEGIN RAISE EXCEPTION 'poison refused'; END $$",
+        "CREATE TRIGGER refuse_poison BEFORE INSERT ON transactions FOR EACH ROW "
+        "WHEN (NEW.requesting_request_id = 'poison') EXECUTE FUNCTION refuse_poison()",
+    ],
+}
+
+
 async def test_many_messages_at_once_over_http_are_all_stored_and_answered(net):
     lib, peer = await started(net)
     commits = count_commits(lib.node.engine)
@@ -292,7 +366,7 @@ async def test_auto_locate_reads_the_holdings_in_one_query(net):
 
         @event.listens_for(lib.node.engine.sync_engine, "before_cursor_execute")
         def _count(sync_conn, _cursor, statement, *_):
-            if sync_conn is ours and statement.startswith("SELECT"):
+            if sync_conn is ours and statement.startswith(("SELECT", "WITH")):
                 statements.append(statement)
 
         located = await repo.locate(conn, request, lib.config.lending, lib.node.symbol)
