@@ -1,13 +1,15 @@
 """The inbound path in process, no HTTP: where does Node.receive's time go?
 
 Builds a Node on a fresh migrated database with holdings, then calls
-``Node.receive`` for ``--n`` new requests one after another (the outbox worker
-and scheduler are NOT started, so only the receive transaction is measured),
+``Node.receive`` for ``--n`` new requests one after another, or ``--batch`` at a
+time (one batch of the writer each; the outbox worker and scheduler are NOT
+started, so only the receive transaction is measured),
 and prints: ms per message (median, p99), SQL statements per message and their
 kinds, time inside the database driver vs the rest, and the top functions of a
 cProfile run (``--cprofile``).
 
-    .venv/bin/python bench/profile_inbound.py [--db sqlite|postgresql] [--n 300] [--cprofile]
+    .venv/bin/python bench/profile_inbound.py [--db sqlite|postgresql] [--n 300] [--batch 1]
+        [--cprofile] [--breakdown]
 """
 
 from __future__ import annotations
@@ -92,18 +94,23 @@ async def run(args, d: Path, dbs: Databases) -> None:
     t0 = time.perf_counter()
     if prof:
         prof.enable()
-    for b in bodies[20:]:
+    rest = bodies[20:]
+    for i in range(0, len(rest), args.batch):
+        group = rest[i:i + args.batch]
         s = time.perf_counter()
-        answer = await node.receive(b)
-        times.append(time.perf_counter() - s)
-        assert b"messageStatus>OK<" in answer, answer[:500]
+        # Handed over together, they reach the writer as one batch (group commit).
+        answers = await asyncio.gather(*(node.receive(b) for b in group))
+        times.extend([(time.perf_counter() - s)] * len(group))
+        for answer in answers:
+            assert b"messageStatus>OK<" in answer, answer[:500]
     if prof:
         prof.disable()
     wall = time.perf_counter() - t0
     main_cpu = time.thread_time() - cpu0
     all_cpu = time.process_time() - proc0
     n = len(times)
-    print(f"Node.receive, sequential, {n} new requests: median {1000 * median(times):.2f} ms, "
+    print(f"Node.receive, {args.batch} at a time, {n} new requests: median "
+          f"{1000 * median(times):.2f} ms, "
           f"p99 {1000 * pct(times, 99):.2f} ms, {n / wall:.0f}/s"
           f"{' (under cProfile: inflated)' if prof else ''}")
     print(f"CPU per message: event-loop thread {1000 * main_cpu / n:.2f} ms, whole process "
@@ -209,6 +216,8 @@ def main() -> int:
         ap.add_argument("--n", type=int, default=300),
         ap.add_argument("--cprofile", action="store_true"),
         ap.add_argument("--breakdown", action="store_true", help="time each step"),
+        ap.add_argument("--batch", type=int, default=1,
+                        help="hand over this many at a time: the writer stores them as one batch"),
     ))
     header("profile_inbound", args)
     with workdir("prof") as d:
