@@ -187,7 +187,7 @@ async def explain(engine, label: str, fn) -> None:
     captured: list[tuple[str, object]] = []
 
     def grab(conn, cursor, statement, parameters, context, executemany):
-        if not statement.lstrip().upper().startswith(("EXPLAIN", "BEGIN")):
+        if not statement.lstrip().upper().startswith(("EXPLAIN", "BEGIN", "SET")):
             captured.append((statement, parameters))
 
     event.listen(engine.sync_engine, "before_cursor_execute", grab)

@@ -234,3 +234,43 @@ async def test_facets_stay_exact_under_concurrent_writers(migrated_engine):
     found = await find(migrated_engine)
     assert found["facets"] == await true_facets(migrated_engine, "lending")
     assert found["total"] == 40 + 4 * 8
+
+
+async def test_a_common_word_finds_what_a_rare_one_would(migrated_engine, monkeypatch):
+    # Past COUNT_LIMIT matches the page walks the list testing each row, and the facets
+    # are counted from the first matches read: the role's only, those of every word only.
+    async with migrated_engine.begin() as conn:
+        for n in range(1, 13):
+            await add(conn, n, status="SHIPPED" if n % 3 else "WILL_SUPPLY",
+                      title=f"Atlas of the {'sea' if n % 2 else 'land'} {n}",
+                      needs_attention=n % 4 == 0)
+        for n in range(13, 21):
+            await add(conn, n, role="borrowing", status="sent", title=f"Atlas of the sea {n}")
+    searches = [dict(q="atlas"), dict(q="atlas", status="SHIPPED"), dict(q="the atl"),
+                dict(q="atlas", needs_attention=False), dict(q="atlas", limit=4)]
+
+    async def pages(**kw) -> list[tuple[list[str], dict]]:
+        found, cursor = [], None
+        while True:
+            page = await find(migrated_engine, cursor=cursor, **kw)
+            found.append((ids(page), page))
+            if not (cursor := page["next"]):
+                return found
+
+    exact = [await pages(**kw) for kw in searches]
+    monkeypatch.setattr(search, "COUNT_LIMIT", 5)
+    for kw, expected in zip(searches, exact):
+        common = await pages(**kw)
+        assert [i for i, _ in common] == [i for i, _ in expected], kw
+        assert [p["next"] for _, p in common] == [p["next"] for _, p in expected], kw
+        first, counted = common[0][1], expected[0][1]["facets"]
+        assert not first["total_exact"] and sum(first["facets"].values()) == 6, kw
+        assert all(n <= counted[status] for status, n in first["facets"].items()), kw
+
+    monkeypatch.setattr(search, "COUNT_LIMIT", 6)  # 6 lending titles of each word
+    for word, first_id in (("sea", "L-0011"), ("land", "L-0012")):
+        found = await find(migrated_engine, q=word)
+        assert found["total_exact"] and found["total"] == 6, word
+        assert ids(found)[0] == first_id
+    assert (await find(migrated_engine, q="sea", status="WILL_SUPPLY"))["facets"] == {
+        "SHIPPED": 4, "WILL_SUPPLY": 2}
