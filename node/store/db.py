@@ -7,7 +7,8 @@
   ``busy_timeout=5000``, ``foreign_keys=ON``, and every transaction opened with
   ``BEGIN IMMEDIATE`` so that another process on the same file (the CLI, a second
   node process) waits for the write lock up front instead of failing half-way.
-- ``postgresql+asyncpg://...``: a normal pool with pre-ping.
+  Its calls run on the event loop's thread (:mod:`node.store.sqlite_inline`).
+- ``postgresql+asyncpg://...``: a normal pool, no pre-ping (see below).
 
 Migrations are Alembic scripts in ``node/store/migrations``, found relative to
 this file, never the working directory.  Alembic is imported only to migrate:
@@ -83,6 +84,10 @@ def create_engine(url: str | URL, **kwargs: Any) -> AsyncEngine:
     """
     parsed = async_url(url)
     if parsed.get_backend_name() == "sqlite":
+        from . import sqlite_inline
+
+        kwargs.setdefault("connect_args", {}).setdefault("async_creator_fn",
+                                                         sqlite_inline.connect)
         memory = parsed.database in (None, "", ":memory:") or "mode=memory" in str(parsed)
         if memory:
             kwargs.setdefault("poolclass", StaticPool)
