@@ -13,7 +13,8 @@ Processes (all on 127.0.0.1, all started and stopped here):
   open loop for the fixed-rate phase.
 
 Phases: (a) max rate, ``--conns`` connections, ``--duration`` s, bare then node;
-(b) ``--rate`` (500/s) open loop for ``--duration`` s against the node.
+(b) ``--rate`` (500/s) open loop against the bare server (the generator's own
+latency) then for ``--duration`` s against the node.
 After each node phase it waits until the outbox is empty and checks that every
 OK-confirmed request's answer reached the peer.
 
@@ -260,6 +261,12 @@ def main() -> int:
             # (b) fixed rate, open loop.  Over capacity the backlog grows without
             # bound: then run 2 s only (requests time out after 10 s), and add (c) at
             # half the measured capacity to show the latency the node gives when it keeps up.
+            # The same open loop against the bare server: the generator's own latency,
+            # which is in the node's figures too.
+            floor = loadgen(bare_url, prefix="fb", files=files, duration=min(duration, 5),
+                            rate=args.rate)
+            print(f"(b) bare @{args.rate:g}/s   {fmt(floor)}  (the load generator's floor)",
+                  flush=True)
             over = ours["rate"] < args.rate * 0.8
             fixed = loadgen(node_url, prefix="f", files=files,
                             duration=min(duration, 2) if over else duration, rate=args.rate)
@@ -284,7 +291,7 @@ def main() -> int:
                       flush=True)
             print(json.dumps({"db": args.db, "bare": ceiling, "node_max": ours,
                               "ratio": ours["rate"] / ceiling["rate"],
-                              "e2e_rate": e2e_rate, "fixed": fixed, "half_capacity": sustainable, "rss_load_mb": rss_load,
+                              "e2e_rate": e2e_rate, "fixed": fixed, "fixed_bare": floor, "half_capacity": sustainable, "rss_load_mb": rss_load,
                               "checks": {"max_rate": ok_a, "fixed_rate": ok_b}}))
             print(f"checks: every request OK-confirmed and answered: (a) {ok_a}  (b) {ok_b}")
             return 0 if ok_a and ok_b else 1
