@@ -4,10 +4,11 @@
 
 - ``sqlite+aiosqlite:///path``: ONE pooled connection (one writer; see
   /work/shared/perf-ceiling.md §4.4), WAL, ``synchronous=NORMAL``,
-  ``busy_timeout=5000``, ``foreign_keys=ON``, and every transaction opened with
-  ``BEGIN IMMEDIATE`` so that another process on the same file (the CLI, a second
-  node process) waits for the write lock up front instead of failing half-way.
-  Its calls run on the event loop's thread (:mod:`node.store.sqlite_inline`).
+  ``foreign_keys=ON``, and every transaction opened with ``BEGIN IMMEDIATE`` so
+  that another process on the same file (the CLI, a second node process) waits
+  for the write lock up front (up to 5 s) instead of failing half-way.  Its calls
+  run on the event loop's thread, and wait for a lock on aiosqlite's
+  (:mod:`node.store.sqlite_inline`).
 - ``postgresql+asyncpg://...``: a normal pool, no pre-ping (see below).
 
 Migrations are Alembic scripts in ``node/store/migrations``, found relative to
@@ -36,7 +37,6 @@ MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 _SQLITE_PRAGMAS = (
     "PRAGMA journal_mode=WAL",
     "PRAGMA synchronous=NORMAL",
-    "PRAGMA busy_timeout=5000",
     "PRAGMA foreign_keys=ON",
 )
 

@@ -7,10 +7,14 @@ microseconds; bench/RESULTS.md §1).  Here each call runs at once on the event
 loop's thread instead, so a batch's statements also run back to back instead of
 each waiting behind the HTTP handlers queued meanwhile.
 
-What it gives up: while SQLite works (or waits up to ``busy_timeout`` for another
-process's write lock: the CLI's), the loop does nothing else.  With ONE connection
-for the node that is no loss: everything that needs the database waited for that
-connection anyway.  aiosqlite's thread still opens and closes the connection.
+What it gives up would be the loop itself while SQLite waits for a lock held by
+another connection (the CLI's, in another process): so the connection waits for
+no lock on the loop's thread (its busy timeout is 0), and a call that finds the
+database locked is run again on aiosqlite's thread, waiting there up to
+``BUSY_TIMEOUT_MS`` while the loop serves the rest (and whoever holds the lock
+in this process, if anyone, can finish).  SQLite has not run a statement that
+failed busy, so running it again is safe.  With ONE connection for the node,
+nothing else of the node's waits on its calls that did not before.
 """
 
 from __future__ import annotations
@@ -20,19 +24,35 @@ from functools import partial
 
 import aiosqlite
 
+# How long a call waits for another connection's lock before "database is locked".
+BUSY_TIMEOUT_MS = 5000
+
 
 class InlineConnection(aiosqlite.Connection):
     async def _execute(self, fn, *args, **kwargs):
         if not self._running or not self._connection:
             raise ValueError("Connection closed")
-        return fn(*args, **kwargs)
+        try:
+            return fn(*args, **kwargs)
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY:
+                raise
+        return await super()._execute(self._waiting, fn, *args, **kwargs)
+
+    def _waiting(self, fn, *args, **kwargs):
+        """On aiosqlite's thread: ``fn`` with SQLite's busy handler on meanwhile."""
+        self._conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            self._conn.execute("PRAGMA busy_timeout=0")
 
 
 def connect(database: str, *, iter_chunk_size: int = 64, **kwargs) -> InlineConnection:
     """``aiosqlite.connect`` for :class:`InlineConnection` (SQLAlchemy's
     ``async_creator_fn`` connect argument)."""
-    # Opened on aiosqlite's thread, used on the loop's.
-    kwargs["check_same_thread"] = False
+    kwargs["check_same_thread"] = False  # opened on aiosqlite's thread, used on the loop's
+    kwargs["timeout"] = 0  # no waiting for locks on the loop's thread: see above
     connection = InlineConnection(partial(sqlite3.connect, database, **kwargs), iter_chunk_size)
     connection._thread.daemon = True  # as SQLAlchemy does for aiosqlite's own
     return connection

@@ -1,14 +1,19 @@
 """The node's SQLite connection runs its statements on the event loop's own thread
-(node.store.sqlite_inline), and still behaves as aiosqlite's."""
+(node.store.sqlite_inline), and still behaves as aiosqlite's: a lock held by another
+connection is waited for on aiosqlite's thread, not on the loop's."""
 
 from __future__ import annotations
 
+import asyncio
+import sqlite3
 import threading
+import time
 
 import pytest
 from sqlalchemy import text
+from sqlalchemy.exc import OperationalError
 
-from node.store import db
+from node.store import db, sqlite_inline
 
 
 async def test_statements_run_on_the_event_loops_thread(tmp_path):
@@ -44,3 +49,54 @@ async def test_transactions_commit_roll_back_and_report_errors(tmp_path):
             assert (await conn.execute(text("SELECT count(*) FROM t"))).scalar_one() == 1
     finally:
         await again.dispose()
+
+
+async def test_a_lock_held_elsewhere_is_waited_for_off_the_event_loop(tmp_path):
+    """Another connection's write lock (the CLI's): the node's transaction waits for it
+    on aiosqlite's thread while the loop goes on, then goes through."""
+    path = tmp_path / "locked.db"
+    engine = db.create_engine(f"sqlite+aiosqlite:///{path}")
+    other = sqlite3.connect(path, isolation_level=None)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(text("CREATE TABLE t (x INTEGER)"))
+        other.execute("BEGIN IMMEDIATE")  # holds the write lock
+
+        async def write():
+            async with engine.begin() as conn:
+                await conn.execute(text("INSERT INTO t VALUES (1)"))
+
+        writing = asyncio.create_task(write())
+        started = time.monotonic()
+        ticks = 0
+        while time.monotonic() - started < 0.3:
+            await asyncio.sleep(0.01)
+            ticks += 1
+        assert not writing.done() and ticks >= 10  # waiting, and the loop runs meanwhile
+        other.execute("COMMIT")
+        await asyncio.wait_for(writing, 5)
+        async with engine.connect() as conn:
+            assert (await conn.execute(text("SELECT x FROM t"))).scalars().all() == [1]
+    finally:
+        other.close()
+        await engine.dispose()
+
+
+async def test_a_lock_never_released_is_database_is_locked(tmp_path, monkeypatch):
+    monkeypatch.setattr(sqlite_inline, "BUSY_TIMEOUT_MS", 200)
+    path = tmp_path / "locked.db"
+    engine = db.create_engine(f"sqlite+aiosqlite:///{path}")
+    other = sqlite3.connect(path, isolation_level=None)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(text("CREATE TABLE t (x INTEGER)"))
+        other.execute("BEGIN IMMEDIATE")
+        with pytest.raises(OperationalError, match="database is locked"):
+            async with engine.begin() as conn:
+                await conn.execute(text("INSERT INTO t VALUES (1)"))
+        other.execute("ROLLBACK")
+        async with engine.begin() as conn:  # and the connection is usable after
+            await conn.execute(text("INSERT INTO t VALUES (2)"))
+    finally:
+        other.close()
+        await engine.dispose()
