@@ -158,7 +158,7 @@ def instrument() -> dict:
 
     from node import service
     from node.protocol import reader, writer
-    from node.store import holdings_repo, repo
+    from node.store import holdings_repo, outbox_repo, repo
     from node.supplier import machine as smachine
 
     spans: dict[str, list] = {}
@@ -197,15 +197,20 @@ def instrument() -> dict:
     wrap(repo, "confirmations_for_digests", "repo.confirmations_for_digests (idempotency SELECT, per batch)")
     wrap(repo, "lock_transaction", "repo.lock_transaction (duplicate check SELECT)")
     wrap(repo, "closures", "repo.closures (SELECT closures, per batch)")
-    wrap(repo, "locate", "repo.locate (auto-locate, 1 SELECT)")
-    wrap(holdings_repo, "candidates", "  holdings_repo.candidates (1 SELECT)")
+    wrap(service.Node, "_store_new_requests", "_store_new_requests (a batch's new requests, "
+         "one savepoint)")
+    wrap(repo, "locate_many", "repo.locate_many (auto-locate, 1 SELECT per batch)")
+    wrap(holdings_repo, "candidates_many", "  holdings_repo.candidates_many (1 SELECT)")
     wrap(smachine, "receive_request", "supplier machine.receive_request (pure)")
     wrap(repo, "insert_transaction", "repo.insert_transaction (INSERT..RETURNING)")
+    wrap(repo, "insert_new_transactions", "repo.insert_new_transactions (INSERT..RETURNING, "
+         "per batch)")
     wrap(repo, "save_state", "repo.save_state (UPDATE transactions, state JSON)")
     wrap(repo, "add_history", "repo.add_history (INSERT history)")
     wrap(repo, "add_history_event", "repo.add_history_event (INSERT history)")
     wrap(repo, "log_messages", "repo.log_messages (INSERT messages, in + out, per batch)")
-    wrap(repo, "enqueue", "repo.enqueue (INSERT outbox..RETURNING)")
+    wrap(outbox_repo, "enqueue_many", "outbox_repo.enqueue_many (INSERT outbox, per batch)")
+    wrap(outbox_repo, "enqueue_leased", "outbox_repo.enqueue_leased (INSERT outbox..RETURNING)")
     wrap(service.Node, "_queue", "_queue (serialise + log + enqueue)")
     wrap(service.Node, "_apply", "_apply (save_state+history+queue)")
     return spans
