@@ -97,18 +97,24 @@ def _port_is_free(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) != 0
 
 
-async def test_serve_refuses_unmigrated_database_once_and_without_alembic(
-        db_url, tmp_path, unused_port):
-    port = unused_port()
-    config = tmp_path / "node.toml"
+def node_toml(directory, port: int, database: str):
+    """A minimal node configuration listening on ``port``, on ``database``."""
+    config = directory / "node.toml"
     config.write_text(textwrap.dedent(f"""
         [node]
         symbol = "ISIL:XX-US"
         name = "Us"
         listen = "127.0.0.1:{port}"
         public_url = "http://127.0.0.1:{port}/iso18626"
-        database = "{db_url}"
+        database = "{database}"
     """))
+    return config
+
+
+async def test_serve_refuses_unmigrated_database_once_and_without_alembic(
+        db_url, tmp_path, unused_port):
+    port = unused_port()
+    config = node_toml(tmp_path, port, db_url)
     code, _, err, modules = await run_cli("serve", "--config", str(config))
     assert code == 1, err
     assert f"need {db.head_revision()}): run `ill-node migrate --config {config}`" in err
@@ -122,15 +128,7 @@ async def test_serve_refuses_unmigrated_database_once_and_without_alembic(
 
 async def test_serve_says_what_is_wrong_when_the_database_is_unreachable(tmp_path, unused_port):
     port, dead = unused_port(), unused_port()
-    config = tmp_path / "node.toml"
-    config.write_text(textwrap.dedent(f"""
-        [node]
-        symbol = "ISIL:XX-US"
-        name = "Us"
-        listen = "127.0.0.1:{port}"
-        public_url = "http://127.0.0.1:{port}/iso18626"
-        database = "postgresql://postgres@127.0.0.1:{dead}/nothing"
-    """))
+    config = node_toml(tmp_path, port, f"postgresql://postgres@127.0.0.1:{dead}/nothing")
     code, _, err, _ = await run_cli("serve", "--config", str(config))
     assert code == 1, err
     assert "ill-node serve: cannot start:" in err and f"127.0.0.1:{dead}/nothing" in err

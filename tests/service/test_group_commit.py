@@ -69,6 +69,32 @@ async def rows(lib, table, *where) -> list:
         return list(await conn.execute(select(table).where(*where)))
 
 
+async def install(lib, statements: dict[str, list[str]]) -> None:
+    """Run the dialect's statements (test triggers) on the node's database."""
+    async with lib.node.engine.begin() as conn:
+        for statement in statements[conn.dialect.name]:
+            await conn.execute(text(statement))
+
+
+def refusing_inserts(table: str, when: str | None = None) -> dict[str, list[str]]:
+    """Triggers refusing every INSERT into ``table`` (``when``: only rows matching it)."""
+    name = f"refuse_{table}"
+    return {
+        "sqlite": [
+            f"CREATE TRIGGER {name} BEFORE INSERT ON {table} "
+            + (f"WHEN {when} " if when else "")
+            + f"BEGIN SELECT RAISE(ABORT, '{table} refused'); END",
+        ],
+        "postgresql": [
+            f"CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS "
+            f"$$ BEGIN RAISE EXCEPTION '{table} refused'; END $$",
+            f"CREATE TRIGGER {name} BEFORE INSERT ON {table} FOR EACH ROW "
+            + (f"WHEN ({when}) " if when else "")
+            + f"EXECUTE FUNCTION {name}()",
+        ],
+    }
+
+
 def status_of(answer: bytes):
     conf = reader.parse(answer).message
     return conf.confirmation_header.message_status, conf.error_data
@@ -137,9 +163,7 @@ _FAIL_AT_COMMIT = {
 
 async def test_a_failed_commit_fails_every_message_of_its_batch(net):
     lib, peer = await started(net)
-    async with lib.node.engine.begin() as conn:
-        for statement in _FAIL_AT_COMMIT[conn.dialect.name]:
-            await conn.execute(text(statement))
+    await install(lib, _FAIL_AT_COMMIT)
     bodies = [writer.serialise(builders.request(PEER, lib.symbol, rari))
               for rari in ("before", "poison", "after")]
     results = await asyncio.gather(*(lib.node.receive(b) for b in bodies),
@@ -164,21 +188,6 @@ def count_savepoints(engine) -> list[int]:
         savepoints[0] += 1
 
     return savepoints
-
-
-# Refuses every outbox row at INSERT: a message alone fails after its request was written.
-_REFUSE_OUTBOX = {
-    "sqlite": [
-        "CREATE TRIGGER refuse_outbox BEFORE INSERT ON outbox "
-        "BEGIN SELECT RAISE(ABORT, 'outbox refused'); END",
-    ],
-    "postgresql": [
-        "CREATE FUNCTION refuse_outbox() RETURNS trigger LANGUAGE plpgsql AS "
-        "$$ BEGIN RAISE EXCEPTION 'outbox refused'; END $$",
-        "CREATE TRIGGER refuse_outbox BEFORE INSERT ON outbox "
-        "FOR EACH ROW EXECUTE FUNCTION refuse_outbox()",
-    ],
-}
 
 
 async def test_a_message_alone_is_stored_without_a_savepoint(net):
@@ -218,9 +227,7 @@ async def test_a_failing_message_alone_answers_error_and_stores_nothing(net):
 
 async def test_a_message_alone_failing_after_a_write_undoes_the_write(net):
     lib, peer = await started(net)
-    async with lib.node.engine.begin() as conn:
-        for statement in _REFUSE_OUTBOX[conn.dialect.name]:
-            await conn.execute(text(statement))
+    await install(lib, refusing_inserts("outbox"))
     body = writer.serialise(builders.request(PEER, lib.symbol, "half-done"))
     with pytest.raises(SQLAlchemyError):  # not stored, so not confirmed (503 over HTTP)
         await lib.node.receive(body)
@@ -267,13 +274,31 @@ async def test_the_new_requests_of_a_batch_are_stored_together(net):
     await peer.stop()
 
 
+async def test_new_requests_together_while_closed_for_lending_are_answered_unfilled(net):
+    """Closed for lending: the batch's new requests are not located, each is stored and
+    answered Unfilled, still a statement per table for all of them."""
+    lib = net.add("alpha", sections='[lending.closure]\nactive = true\nnote = "Stocktaking"\n')
+    peer = Peer(PEER)
+    net.add_peer(PEER, peer.endpoint)
+    await peer.start()
+    await net.start()
+    inserts = count_inserts(lib.node.engine)
+    answers = await asyncio.gather(*(
+        lib.node.receive(writer.serialise(builders.request(PEER, lib.symbol, f"closed-{i}")))
+        for i in range(5)))
+    assert all(status_of(a)[0] is MessageStatus.OK for a in answers)
+    assert inserts.get("transactions") == 1
+    received = await peer.wait_for(5)
+    assert {e.message.status_info.status.value for e in received} == {"Unfilled"}
+    assert all("Stocktaking" in (e.message.message_info.note or "") for e in received)
+    await peer.stop()
+
+
 async def test_a_batch_of_new_requests_that_fails_together_is_stored_one_by_one(net, caplog):
     """A write refused for one request undoes the batch's joint savepoint; the requests
     are then stored one by one, and only the refused one is not confirmed."""
     lib, peer = await started(net)
-    async with lib.node.engine.begin() as conn:
-        for statement in _REFUSE_POISON_HISTORY[conn.dialect.name]:
-            await conn.execute(text(statement))
+    await install(lib, refusing_inserts("transactions", "NEW.requesting_request_id = 'poison'"))
     ids = ["one", "two", "poison", "three"]
     results = await asyncio.gather(
         *(lib.node.receive(writer.serialise(builders.request(PEER, lib.symbol, rari)))
@@ -286,22 +311,6 @@ async def test_a_batch_of_new_requests_that_fails_together_is_stored_one_by_one(
     assert len(await rows(lib, t.messages, t.messages.c.direction == "in")) == 3
     await peer.wait_for(3)
     await peer.stop()
-
-
-# Refuses to store the request 'poison'.
-_REFUSE_POISON_HISTORY = {
-    "sqlite": [
-        "CREATE TRIGGER refuse_poison BEFORE INSERT ON transactions "
-        "WHEN NEW.requesting_request_id = 'poison' "
-        "BEGIN SELECT RAISE(ABORT, 'poison refused'); END",
-    ],
-    "postgresql": [
-        "CREATE FUNCTION refuse_poison() RETURNS trigger LANGUAGE plpgsql AS "
-        "$$ BEGIN RAISE EXCEPTION 'poison refused'; END $$",
-        "CREATE TRIGGER refuse_poison BEFORE INSERT ON transactions FOR EACH ROW "
-        "WHEN (NEW.requesting_request_id = 'poison') EXECUTE FUNCTION refuse_poison()",
-    ],
-}
 
 
 async def test_many_messages_at_once_over_http_are_all_stored_and_answered(net):

@@ -51,39 +51,10 @@ async def test_transactions_commit_roll_back_and_report_errors(tmp_path):
         await again.dispose()
 
 
-async def test_a_lock_held_elsewhere_is_waited_for_off_the_event_loop(tmp_path):
-    """Another connection's write lock (the CLI's): the node's transaction waits for it
-    on aiosqlite's thread while the loop goes on, then goes through."""
-    path = tmp_path / "locked.db"
-    engine = db.create_engine(f"sqlite+aiosqlite:///{path}")
-    other = sqlite3.connect(path, isolation_level=None)
-    try:
-        async with engine.begin() as conn:
-            await conn.execute(text("CREATE TABLE t (x INTEGER)"))
-        other.execute("BEGIN IMMEDIATE")  # holds the write lock
-
-        async def write():
-            async with engine.begin() as conn:
-                await conn.execute(text("INSERT INTO t VALUES (1)"))
-
-        writing = asyncio.create_task(write())
-        started = time.monotonic()
-        ticks = 0
-        while time.monotonic() - started < 0.3:
-            await asyncio.sleep(0.01)
-            ticks += 1
-        assert not writing.done() and ticks >= 10  # waiting, and the loop runs meanwhile
-        other.execute("COMMIT")
-        await asyncio.wait_for(writing, 5)
-        async with engine.connect() as conn:
-            assert (await conn.execute(text("SELECT x FROM t"))).scalars().all() == [1]
-    finally:
-        other.close()
-        await engine.dispose()
-
-
-async def test_a_lock_never_released_is_database_is_locked(tmp_path, monkeypatch):
-    monkeypatch.setattr(sqlite_inline, "BUSY_TIMEOUT_MS", 200)
+@pytest.fixture
+async def locked(tmp_path):
+    """(the node's engine on a file with a table t, another connection holding the
+    file's write lock: the CLI's, say)."""
     path = tmp_path / "locked.db"
     engine = db.create_engine(f"sqlite+aiosqlite:///{path}")
     other = sqlite3.connect(path, isolation_level=None)
@@ -91,12 +62,38 @@ async def test_a_lock_never_released_is_database_is_locked(tmp_path, monkeypatch
         async with engine.begin() as conn:
             await conn.execute(text("CREATE TABLE t (x INTEGER)"))
         other.execute("BEGIN IMMEDIATE")
-        with pytest.raises(OperationalError, match="database is locked"):
-            async with engine.begin() as conn:
-                await conn.execute(text("INSERT INTO t VALUES (1)"))
-        other.execute("ROLLBACK")
-        async with engine.begin() as conn:  # and the connection is usable after
-            await conn.execute(text("INSERT INTO t VALUES (2)"))
+        yield engine, other
     finally:
         other.close()
         await engine.dispose()
+
+
+async def insert(engine, x: int) -> None:
+    async with engine.begin() as conn:
+        await conn.execute(text("INSERT INTO t VALUES (:x)"), {"x": x})
+
+
+async def test_a_lock_held_elsewhere_is_waited_for_off_the_event_loop(locked):
+    """The node's transaction waits for another connection's write lock on aiosqlite's
+    thread while the loop goes on, then goes through."""
+    engine, other = locked
+    writing = asyncio.create_task(insert(engine, 1))
+    started = time.monotonic()
+    ticks = 0
+    while time.monotonic() - started < 0.3:
+        await asyncio.sleep(0.01)
+        ticks += 1
+    assert not writing.done() and ticks >= 10  # waiting, and the loop runs meanwhile
+    other.execute("COMMIT")
+    await asyncio.wait_for(writing, 5)
+    async with engine.connect() as conn:
+        assert (await conn.execute(text("SELECT x FROM t"))).scalars().all() == [1]
+
+
+async def test_a_lock_never_released_is_database_is_locked(locked, monkeypatch):
+    monkeypatch.setattr(sqlite_inline, "BUSY_TIMEOUT_MS", 200)
+    engine, other = locked
+    with pytest.raises(OperationalError, match="database is locked"):
+        await insert(engine, 1)
+    other.execute("ROLLBACK")
+    await insert(engine, 2)  # and the connection is usable after
