@@ -23,22 +23,56 @@ from node.protocol.messages import Envelope
 from tests.harness import XML, free_port
 
 
-class Peer:
+class LoopbackPeer:
+    """A partner answering ``POST /iso18626`` on 127.0.0.1:``port`` with :meth:`handle`;
+    ``async with`` (or start/stop) runs it."""
+
+    def __init__(self, port: int):
+        self.port = port
+        self._runner: web.AppRunner | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/iso18626"
+
+    async def handle(self, request: web.Request) -> web.Response:
+        raise NotImplementedError
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_post("/iso18626", self.handle)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def __aenter__(self):
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.stop()
+
+
+class Peer(LoopbackPeer):
     def __init__(self, symbol: str, port: int | None = None):
+        super().__init__(port or free_port())
         self.symbol = symbol
-        self.port = port or free_port()
         self.received: list[Envelope] = []
         self.raw: list[bytes] = []
         # Scripted answer: None -> OK; "error" -> ERROR confirmation; an int -> that HTTP status.
         self.answer: Callable[[Envelope], object] = lambda env: None
-        self._runner: web.AppRunner | None = None
         self._arrived = asyncio.Event()
 
     @property
     def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.port}/iso18626"
+        return self.url
 
-    async def _handle(self, request: web.Request) -> web.Response:
+    async def handle(self, request: web.Request) -> web.Response:
         body = await request.read()
         envelope = reader.parse(body)
         scripted = self.answer(envelope)
@@ -53,18 +87,6 @@ class Peer:
         conf = confirm.confirmation_for(envelope.message, now=now, error=error)
         return web.Response(body=writer.serialise(Envelope(version=envelope.version, message=conf)),
                             content_type="application/xml")
-
-    async def start(self) -> None:
-        app = web.Application()
-        app.router.add_post("/iso18626", self._handle)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
 
     async def wait_for(self, count: int, timeout: float = 10.0) -> list[Envelope]:
         """Wait until ``count`` messages have arrived; return them all."""

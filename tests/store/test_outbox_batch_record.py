@@ -11,30 +11,24 @@ from collections.abc import Awaitable, Callable
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
-import aiohttp
-import pytest
 from aiohttp import web
 from sqlalchemy import event, insert, select, update
 
 from node.outbox import DeliveryVerdict, OutboxWorker
 from node.store import outbox_repo as repo
 from node.store.tables import history, outbox, transactions
+from tests.peer import LoopbackPeer
 
 REJECTED = b"<rejected/>"  # on_delivered answers an ERROR verdict for this one
 CREATED = b"<created/>"  # the peer answers 201 to this one, 200 to the others
 
 
-class Peer:
+class Peer(LoopbackPeer):
     """Answers ``answer:<body>``; ``on_receive(body)`` runs before it answers."""
 
     def __init__(self, port: int, on_receive: Callable[[bytes], Awaitable[None]] | None = None):
-        self.port = port
+        super().__init__(port)
         self.on_receive = on_receive
-        self._runner: web.AppRunner | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/iso18626"
 
     async def handle(self, request: web.Request) -> web.Response:
         body = await request.read()
@@ -42,24 +36,6 @@ class Peer:
             await self.on_receive(body)
         return web.Response(status=201 if body == CREATED else 200, body=b"answer:" + body,
                             content_type="application/xml")
-
-    async def __aenter__(self) -> Peer:
-        app = web.Application()
-        app.router.add_post("/iso18626", self.handle)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
-        return self
-
-    async def __aexit__(self, *exc) -> None:
-        await self._runner.cleanup()
-
-
-@pytest.fixture
-async def http_session():
-    async with aiohttp.ClientSession() as session:
-        yield session
-
 
 _numbers = itertools.count(1)
 

@@ -17,20 +17,16 @@ from node.outbox import OutboxWorker
 from node.store import outbox_repo as repo
 from node.store.db import create_engine
 from node.store.tables import outbox, transactions
+from tests.peer import LoopbackPeer
 
 TRANSACTIONS = 50
 PER_TRANSACTION = 4  # 200 messages in all
 
 
-class CountingPeer:
+class CountingPeer(LoopbackPeer):
     def __init__(self, port: int):
-        self.port = port
+        super().__init__(port)
         self.received: list[bytes] = []
-        self.runner: web.AppRunner | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/iso18626"
 
     async def handle(self, request: web.Request) -> web.Response:
         body = await request.read()
@@ -40,18 +36,6 @@ class CountingPeer:
             self.received.pop()
             return web.Response(status=503, body=b"busy")
         return web.Response(body=b"<confirmation/>", content_type="application/xml")
-
-    async def __aenter__(self):
-        app = web.Application()
-        app.router.add_post("/iso18626", self.handle)
-        self.runner = web.AppRunner(app, access_log=None)
-        await self.runner.setup()
-        await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
-        return self
-
-    async def __aexit__(self, *exc):
-        await self.runner.cleanup()
-
 
 async def fill(engine, url) -> None:
     now = datetime.now(UTC)

@@ -9,7 +9,6 @@ from datetime import timedelta
 
 from node.store import outbox_repo as repo
 from tests.store.test_outbox_worker import (  # noqa: F401 (fixtures)
-    http_session,
     make_worker,
     new_transaction,
     now,

@@ -12,21 +12,21 @@ import time
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 
-import aiohttp
-import pytest
 from aiohttp import web
 from sqlalchemy import event, insert, select
 
 from node.outbox import DeliveryVerdict, OutboxWorker
 from node.store import outbox_repo as repo
 from node.store.tables import history, transactions
+from tests.peer import LoopbackPeer
+from tests.store.loopback import running
 
 
-class Peer:
+class Peer(LoopbackPeer):
     """Records when each body arrived and when it was answered; ``delay(body)`` seconds."""
 
     def __init__(self, port: int, *, delay=lambda body: 0.0, respond=None):
-        self.port = port
+        super().__init__(port)
         self.delay = delay
         self.respond = respond or (lambda body: (200, b"<confirmation/>"))
         self.arrived: dict[bytes, list[float]] = defaultdict(list)
@@ -35,11 +35,6 @@ class Peer:
         self.log: list[tuple[bytes, int, float, float]] = []  # body, status, arrived, answered
         self.busy = 0
         self.most_busy = 0
-        self._runner: web.AppRunner | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/iso18626"
 
     async def handle(self, request: web.Request) -> web.Response:
         body = await request.read()
@@ -55,24 +50,6 @@ class Peer:
         self.answered[body].append(time.monotonic())
         self.log.append((body, status, self.arrived[body][-1], self.answered[body][-1]))
         return web.Response(status=status, body=answer, content_type="application/xml")
-
-    async def __aenter__(self) -> Peer:
-        app = web.Application()
-        app.router.add_post("/iso18626", self.handle)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
-        return self
-
-    async def __aexit__(self, *exc) -> None:
-        await self._runner.cleanup()
-
-
-@pytest.fixture
-async def http_session():
-    async with aiohttp.ClientSession() as session:
-        yield session
-
 
 def now() -> datetime:
     return datetime.now(UTC)
@@ -107,19 +84,6 @@ def make_worker(engine, session, **overrides) -> OutboxWorker:
                "poll_seconds": 0.05}
     options.update(overrides)
     return OutboxWorker(engine, session, **options)
-
-
-class running:
-    def __init__(self, worker: OutboxWorker):
-        self.worker = worker
-
-    async def __aenter__(self) -> OutboxWorker:
-        self.task = asyncio.create_task(self.worker.run())
-        return self.worker
-
-    async def __aexit__(self, *exc) -> None:
-        await asyncio.wait_for(self.worker.stop(), 10)
-        await asyncio.wait_for(self.task, 10)
 
 
 async def until(predicate, timeout: float = 10.0) -> None:

@@ -9,7 +9,6 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-import aiohttp
 import pytest
 from aiohttp import web
 from sqlalchemy import insert, select
@@ -17,26 +16,23 @@ from sqlalchemy import insert, select
 from node.outbox import CONTENT_TYPE, DeliveryVerdict, OutboxWorker
 from node.store import outbox_repo as repo
 from node.store.tables import history, transactions
+from tests.peer import LoopbackPeer
+from tests.store.loopback import running
 
 CONFIRMATION = b"<confirmation>OK</confirmation>"
 
 
-class Peer:
+class Peer(LoopbackPeer):
     """A tiny ISO 18626 peer: records what it receives, answers per ``respond``."""
 
     def __init__(self, port: int, respond: Callable[[int, bytes], tuple[int, bytes]] | None = None,
                  delay: float = 0.0):
-        self.port = port
+        super().__init__(port)
         self.respond = respond or (lambda n, body: (200, CONFIRMATION))
         self.delay = delay
         self.received: list[bytes] = []
         self.content_types: list[str] = []
         self.started = asyncio.Event()
-        self._runner: web.AppRunner | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/iso18626"
 
     async def handle(self, request: web.Request) -> web.Response:
         body = await request.read()
@@ -47,24 +43,6 @@ class Peer:
         self.received.append(body)
         status, answer = self.respond(len(self.received), body)
         return web.Response(status=status, body=answer, content_type="application/xml")
-
-    async def start(self) -> None:
-        app = web.Application()
-        app.router.add_post("/iso18626", self.handle)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-
-@pytest.fixture
-async def http_session():
-    async with aiohttp.ClientSession() as session:
-        yield session
 
 
 @pytest.fixture
@@ -146,21 +124,6 @@ async def wait_for(predicate, timeout=10.0, interval=0.02):
         if time.monotonic() > deadline:
             raise AssertionError("condition not reached in time")
         await asyncio.sleep(interval)
-
-
-class running:
-    """``async with running(worker):`` runs the worker in a task and stops it after."""
-
-    def __init__(self, worker: OutboxWorker):
-        self.worker = worker
-
-    async def __aenter__(self):
-        self.task = asyncio.create_task(self.worker.run())
-        return self.worker
-
-    async def __aexit__(self, *exc):
-        await asyncio.wait_for(self.worker.stop(), 10)
-        await asyncio.wait_for(self.task, 10)
 
 
 async def test_peer_down_then_up_delivered_exactly_once(migrated_engine, http_session, peers,
