@@ -7,16 +7,17 @@ Every page is an index range read, newest first by ``(updated_at, id)``:
 - an extra filter naming few requests (:class:`Identifies`: the lending list's
   ``?barcode=``) is read like an identifier below: the matches looked up, then sorted;
 - ``q`` is first taken as an identifier, by indexed equalities: our public id, the
-  requesting and supplying request ids, a borrowing attempt's request id, the patron
-  id, an item barcode (``request_barcodes``); when nothing has that identifier, as
-  title words (every word; the last one as a prefix) through full text: FTS5
-  (``transactions_fts``) on SQLite, the GIN index on ``to_tsvector('simple', title)``
-  on PostgreSQL.  Up to :data:`COUNT_LIMIT` matches are read from those indexes and
-  sorted; with more (common words) the list's index is walked instead, each row tested:
-  on PostgreSQL by its title, on SQLite against the whole match set, which FTS5 builds
-  once (~8 ms per 100,000).  Counting them stops at COUNT_LIMIT on SQLite (FTS5 reads
-  the matches one at a time), but not on PostgreSQL, whose GIN index reads them all
-  first (~28 ms per 100,000 for a prefix).
+  requesting and supplying request ids, a borrowing attempt's request id, the patron id,
+  an item barcode (``request_barcodes``); the barcode and the supplying request id in
+  any case, as the desk's scans (migration 0004's ``lower(...)`` indexes).  When nothing
+  has that identifier, as title words (every word; the last one as a prefix) through
+  full text: FTS5 (``transactions_fts``) on SQLite, the GIN index on
+  ``to_tsvector('simple', title)`` on PostgreSQL.  Up to :data:`COUNT_LIMIT` matches are
+  read from those indexes and sorted; with more (common words) the list's index is
+  walked instead, each row tested: on PostgreSQL by its title, on SQLite against the
+  whole match set, which FTS5 builds once (~8 ms per 100,000).  Counting them stops at
+  COUNT_LIMIT on SQLite (FTS5 reads the matches one at a time), but not on PostgreSQL,
+  whose GIN index reads them all first (~28 ms per 100,000 for a prefix).
 
 Pages follow each other by an opaque cursor (the last row's ``(updated_at, id)``), so
 requests arriving while staff page through do not shift the pages; ``offset`` still
@@ -106,15 +107,16 @@ def decode_cursor(cursor: str) -> tuple[datetime, int]:
 
 
 def _identifier_ids(q: str):
-    """Ids of the requests that have ``q`` as an identifier: one indexed equality each."""
+    """Ids of the requests that have ``q`` as an identifier: one indexed equality each;
+    in any case where an index on ``lower(...)`` serves it, as for the desk's scans."""
     tx, at, rb = t.transactions, t.attempts, t.request_barcodes
     return union(
         select(tx.c.id).where(tx.c.public_id == q),
         select(tx.c.id).where(tx.c.requesting_request_id == q),
-        select(tx.c.id).where(tx.c.supplying_request_id == q),
+        select(tx.c.id).where(same_text(tx.c.supplying_request_id, q)),
         select(tx.c.id).where(tx.c.patron_id == q),
         select(at.c.transaction_id).where(at.c.requesting_request_id == q),
-        select(rb.c.transaction_id).where(rb.c.barcode == q),
+        select(rb.c.transaction_id).where(same_text(rb.c.barcode, q)),
     )
 
 

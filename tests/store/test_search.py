@@ -14,6 +14,7 @@ from sqlalchemy import delete, func, insert, select, update
 
 from node.store import search
 from node.store.tables import attempts, transactions
+from tests.store.test_desk_lookups import assert_no_scan, plans
 
 T0 = datetime(2026, 5, 4, 10, 0, tzinfo=UTC)
 
@@ -170,6 +171,23 @@ async def test_q_finds_a_lending_request_by_item_barcode(migrated_engine):
     async with migrated_engine.begin() as conn:
         await conn.execute(delete(transactions).where(transactions.c.id == tx_id))
     assert ids(await find(migrated_engine, q="39015-0009")) == []
+
+
+async def test_q_finds_a_barcode_and_a_supplying_request_id_in_any_case(migrated_engine):
+    async with migrated_engine.begin() as conn:
+        await add(conn, 1, state={"located": {"barcode": "Ab-39015"}})
+        await add(conn, 2, state={"located": {"barcode": "AB-39016"}})
+    assert ids(await find(migrated_engine, q=" ab-39015 ")) == ["L-0001"]
+    assert ids(await find(migrated_engine, q="ab-3901")) == []  # no partial matches
+    assert ids(await find(migrated_engine, q="sup-0002")) == ["L-0002"]
+
+    # Through the lower(...) indexes of migration 0004, as the desk's scans.
+    found, plan = await plans(migrated_engine,
+                              lambda c: search.search(c, "lending", q="ab-39016"))
+    assert ids(found) == ["L-0002"]
+    assert "ix_request_barcodes_lower_barcode" in plan, plan
+    assert "ix_transactions_lower_supplying_request_id" in plan, plan
+    assert_no_scan(plan, "transactions", "request_barcodes", "attempts")
 
 
 async def test_q_finds_title_words(migrated_engine):
