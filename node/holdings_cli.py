@@ -68,7 +68,11 @@ async def _store(url: str, records, replace: bool) -> dict[str, int]:
     try:
         await db.check_migrated(engine)
         async with engine.begin() as conn:
-            return await holdings_repo.import_records(
+            counts = await holdings_repo.import_records(
                 conn, records, replace=replace, now=datetime.now(timezone.utc))
+        # After the import's commit, so that a failing ANALYZE cannot undo it.
+        async with engine.begin() as conn:
+            await holdings_repo.analyze(conn)
+        return counts
     finally:
         await engine.dispose()

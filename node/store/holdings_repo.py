@@ -50,6 +50,10 @@ _NORMALISE = {
 }
 
 
+#: The holdings tables, each before the one its rows belong to.
+_TABLES = (t.holdings_items, t.holdings_identifiers, t.holdings_records)
+
+
 def _identifier_rows(record: HoldingsRecord) -> list[dict]:
     rows = {("local", record.record_id)}
     for kind, (values, normalise) in _NORMALISE.items():
@@ -65,7 +69,7 @@ async def import_records(conn: AsyncConnection, records: list[HoldingsRecord], *
     """Load records and their items. ``replace``: the file is the whole catalogue;
     otherwise merge: records in the file replace their earlier versions, others stay."""
     if replace:
-        for table in (t.holdings_items, t.holdings_identifiers, t.holdings_records):
+        for table in _TABLES:
             await conn.execute(delete(table))
     else:
         ids = [r.record_id for r in records]
@@ -95,6 +99,14 @@ async def import_records(conn: AsyncConnection, records: list[HoldingsRecord], *
         for chunk in _chunks(rows, 1000):
             await conn.execute(insert(table), chunk)
     return {"records": len(record_rows), "items": len(item_rows)}
+
+
+async def analyze(conn: AsyncConnection) -> None:
+    """PostgreSQL: the holdings tables' statistics, gathered after an import. Until
+    autovacuum analyses a freshly loaded table, the planner may read all of it for the
+    locate query. SQLite is left as the node leaves it everywhere, without statistics."""
+    if conn.dialect.name == "postgresql":
+        await conn.exec_driver_sql("ANALYZE " + ", ".join(table.name for table in _TABLES))
 
 
 def _chunks(rows: list, size: int):

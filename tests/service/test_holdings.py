@@ -85,3 +85,32 @@ def test_import_reports_bad_rows_and_lookups_find_records(tmp_path, db_url, caps
             await engine.dispose()
 
     assert asyncio.run(count()) == {"records": 1, "items": 1}
+
+
+def test_import_analyses_the_holdings_tables_on_postgresql(tmp_path, db_url):
+    """A freshly loaded table has no statistics until autovacuum comes by; the import
+    gathers them itself on PostgreSQL, and leaves SQLite without statistics."""
+    config = write_config(tmp_path, db_url)
+    assert main(["migrate", "--config", str(config)]) == 0
+    data = tmp_path / "holdings.csv"
+    data.write_text(CSV)
+    assert main(["holdings", "import", str(data), "--config", str(config)]) == 0
+
+    async def statistics():
+        engine = db.create_engine(db_url)
+        try:
+            async with engine.connect() as conn:
+                if engine.dialect.name == "sqlite":
+                    return (await conn.exec_driver_sql(
+                        "SELECT name FROM sqlite_master WHERE name LIKE 'sqlite_stat%'")).all()
+                return (await conn.exec_driver_sql(
+                    "SELECT relname, analyze_count, last_analyze IS NOT NULL"
+                    " FROM pg_stat_user_tables WHERE relname LIKE 'holdings_%'"
+                    " ORDER BY relname")).all()
+        finally:
+            await engine.dispose()
+
+    expected = [] if db_url.startswith("sqlite") else [
+        (name, 1, True) for name in ("holdings_identifiers", "holdings_items",
+                                     "holdings_records")]
+    assert [tuple(row) for row in asyncio.run(statistics())] == expected
