@@ -45,6 +45,7 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
                    "every message is sent in it and every answer must be in it (default: the "
                    "hints file's iso18626_version, else 1.2)")
     p.add_argument("--junit", type=Path, default=None, help="write JUnit XML here")
+    p.add_argument("--json", type=Path, default=None, help="write the JSON report here")
     p.add_argument("--log-dir", type=Path, default=None,
                    help="write DIR/<check>.log with every message in and out")
     p.add_argument("--only", default=None, help="comma-separated check names")
@@ -57,7 +58,7 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_conformance(args: argparse.Namespace) -> int:
-    from .conformance import KitConfig, junit_xml, load_hints, run_checks, write_logs
+    from .conformance import KitConfig, json_report, junit_xml, load_hints, run_checks, write_logs
     from .protocol.codes import Version
 
     host, _, port = args.listen.rpartition(":")
@@ -91,6 +92,9 @@ def cmd_conformance(args: argparse.Namespace) -> int:
     if args.junit:
         args.junit.parent.mkdir(parents=True, exist_ok=True)
         args.junit.write_bytes(junit_xml(results, suite=f"iso18626-conformance {version.value}"))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_bytes(json_report(results, config))
     if args.log_dir:
         write_logs(results, args.log_dir)
         print(f"every message in and out: {args.log_dir}/<check>.log")

@@ -1,19 +1,21 @@
 """Run checks against a peer: start the kit's endpoint, run each check with
-its own log, print one line per check and a summary, write JUnit XML and the
-per-check logs."""
+its own log, print one line per check and a summary, write JUnit XML, the JSON
+report and the per-check logs."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from dataclasses import dataclass, field
+from importlib import metadata
 from pathlib import Path
 from typing import TextIO
 
 import aiohttp
 from lxml import etree
 
-from .checks import Check, select
+from .checks import CHECKS, Check, select
 from .kit import CheckFailed, CheckLog, CheckSkipped, Ctx, KitConfig, KitServer, NodeApiDriver
 
 
@@ -85,10 +87,18 @@ async def run_checks(config: KitConfig, *, listen: tuple[str, int], only: list[s
     finally:
         await kit.stop()
     if out:
-        counts = {k: sum(r.outcome == k for r in results) for k in ("PASS", "FAIL", "SKIP")}
-        print(f"{len(results)} checks: {counts['PASS']} passed, {counts['FAIL']} failed, "
-              f"{counts['SKIP']} skipped", file=out)
+        counts = ", ".join(f"{n} {outcome}" for outcome, n in totals(results).items())
+        print(f"{len(results)} checks: {counts}", file=out)
     return results
+
+
+#: A check's outcome as the summary and the JSON report name it.
+OUTCOMES = {"PASS": "passed", "FAIL": "failed", "SKIP": "skipped"}
+
+
+def totals(results: list[Result]) -> dict[str, int]:
+    """Checks per outcome, by the names of :data:`OUTCOMES`."""
+    return {name: sum(r.outcome == outcome for r in results) for outcome, name in OUTCOMES.items()}
 
 
 async def run_one(chk: Check, config: KitConfig, kit: KitServer, http, driver, kind) -> Result:
@@ -150,3 +160,27 @@ def junit_xml(results: list[Result], suite: str = "iso18626-conformance") -> byt
         else:
             etree.SubElement(case, "system-out").text = r.log.render()
     return etree.tostring(root, xml_declaration=True, encoding="UTF-8", pretty_print=True)
+
+
+def json_report(results: list[Result], config: KitConfig) -> bytes:
+    """The JSON report: the run (the kit, the peer, the ISO 18626 version), each check
+    with what the JUnit report says of it, and the totals."""
+    checks = []
+    for r in results:
+        check = {"id": r.name, "title": CHECKS[r.name].summary, "role": r.role,
+                 "outcome": OUTCOMES[r.outcome], "message": r.detail,
+                 "duration_seconds": round(r.seconds, 3), "warnings": r.warnings}
+        # a failure's sent / got / expected, as under its line in the text report
+        check.update((k, v) for k, v in (("sent", r.sent), ("got", r.got),
+                                         ("expected", r.expected)) if v)
+        checks.append(check)
+    report = {
+        "kit": {"version": metadata.version("ill-node"), "symbol": config.our_symbol,
+                "url": config.public_url},
+        "peer": {"symbol": config.peer_symbol, "url": config.peer_url},
+        "iso18626_version": config.version.value,
+        "checks": checks,
+        "totals": {"checks": len(results), **totals(results),
+                   "duration_seconds": round(sum(r.seconds for r in results), 3)},
+    }
+    return (json.dumps(report, indent=2, ensure_ascii=False) + "\n").encode()

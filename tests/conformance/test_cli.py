@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import sys
+from importlib import metadata
 from pathlib import Path
 
 import pytest
 
-from node.conformance import load_hints
+from node.conformance import CHECKS, load_hints
 from node.mockpeer import RunningMock
 from node.protocol.codes import Version
 from tests.harness import free_port
@@ -81,6 +83,43 @@ async def test_mock_peer_command_speaks_the_version_it_is_given(tmp_path):
     finally:
         proc.terminate()
         await proc.wait()
+
+
+async def test_json_report_holds_the_run_each_check_and_the_totals(tmp_path):
+    report = tmp_path / "reports" / "conformance.json"
+    kit_port = free_port()
+    async with RunningMock(delay=0.01, breaks={"accept-duplicate"}) as mock:
+        code, out = await run_cli(
+            "conformance", "--peer-url", mock.endpoint, "--peer-symbol", "ISIL:SUP",
+            "--listen", f"127.0.0.1:{kit_port}", "--json", str(report),
+            "--only", "confirmation-wellformed-valid,error-on-duplicate-request-id,lost")
+    assert code == 1, out
+    got = json.loads(report.read_text())
+    assert got["kit"] == {"version": metadata.version("ill-node"),
+                          "symbol": "ISIL:XX-CONFORMANCE",
+                          "url": f"http://127.0.0.1:{kit_port}/iso18626"}
+    assert got["peer"] == {"symbol": "ISIL:SUP", "url": mock.endpoint}
+    assert got["iso18626_version"] == "1.2"
+    checks = {c["id"]: c for c in got["checks"]}
+    assert list(checks) == ["confirmation-wellformed-valid", "error-on-duplicate-request-id",
+                            "lost"]
+    assert {i: c["outcome"] for i, c in checks.items()} == {
+        "confirmation-wellformed-valid": "passed", "error-on-duplicate-request-id": "failed",
+        "lost": "skipped"}
+    text_outcome = {"passed": "PASS", "failed": "FAIL", "skipped": "SKIP"}
+    for check_id, c in checks.items():
+        assert c["title"] == CHECKS[check_id].summary and c["role"] == "requester"
+        assert c["message"] and f"{text_outcome[c['outcome']]} {check_id} — {c['message']}" in out
+    assert checks["lost"]["message"].startswith("only in ISO 18626 2021-2")
+    failed = checks["error-on-duplicate-request-id"]
+    assert failed["sent"] and failed["got"] and failed["expected"], failed
+    assert f"expected:  {failed['expected']}" in out
+    assert "sent" not in checks["confirmation-wellformed-valid"]
+    assert checks["confirmation-wellformed-valid"]["duration_seconds"] > 0
+    assert got["totals"] == {
+        "checks": 3, "passed": 1, "failed": 1, "skipped": 1,
+        "duration_seconds": pytest.approx(sum(c["duration_seconds"] for c in checks.values()),
+                                          abs=0.002)}
 
 
 async def test_bad_version_option_is_refused():
