@@ -99,6 +99,11 @@ class _Rows:
         self.unleased += other.unleased
 
 
+class _TogetherFailed(Exception):
+    """Storing a batch's new requests together, with no SAVEPOINT, failed: the whole
+    transaction is undone and the batch is stored one by one."""
+
+
 @dataclass(frozen=True, slots=True)
 class Side:
     """What differs between the lending and the borrowing side of the service."""
@@ -316,9 +321,10 @@ class Node:
             for inbound in batch:
                 inbound.done.cancel()
 
-    async def _store_batch(self, batch: list[_Inbound]) -> None:
+    async def _store_batch(self, batch: list[_Inbound], *, together: bool = True) -> None:
         """Store a batch in arrival order, commit once, then answer each message.
-        Nothing is confirmed before the COMMIT that stores it."""
+        Nothing is confirmed before the COMMIT that stores it.  ``together``: its new
+        requests may be stored together (:meth:`_store_new_requests`)."""
         outcomes: list[bytes | Exception] = []
         try:
             async with self.engine.begin() as conn:
@@ -333,7 +339,7 @@ class Node:
                 alone = len(batch) == 1
                 rows = _Rows(lease=alone)  # of the messages stored, one statement per table
                 done: dict[int, bytes | Exception] = {}
-                if not alone:
+                if together and not alone:
                     await self._store_new_requests(conn, batch, closures, answered, rows, done)
                 for n, inbound in enumerate(batch):
                     if n in done:
@@ -349,6 +355,9 @@ class Node:
                 # A digest stored meanwhile by another process fails here, and so the
                 # batch: it is not confirmed, and its resend gets the stored answer.
                 await _write(conn, rows)
+        except _TogetherFailed:
+            log.exception("storing %d new requests together failed: one by one now", len(batch))
+            return await self._store_batch(batch, together=False)
         except Exception as exc:  # nothing of the batch is stored (e.g. the COMMIT failed)
             outcomes = [exc] * len(batch)
         else:
@@ -507,12 +516,21 @@ class Node:
             return
         own = _Rows()
         stored: dict[int, bytes] = {}
-        try:
-            async with conn.begin_nested():
+        if len(fresh) == len(batch):
+            # Nothing else in the transaction: no SAVEPOINT (two statements fewer); a
+            # failure undoes the whole transaction, and _store_batch starts it again.
+            try:
                 await self._receive_new_requests(conn, fresh, closures, own, stored)
-        except Exception:
-            log.exception("storing %d new requests together failed: one by one now", len(fresh))
-            return
+            except Exception as exc:
+                raise _TogetherFailed from exc
+        else:
+            try:
+                async with conn.begin_nested():
+                    await self._receive_new_requests(conn, fresh, closures, own, stored)
+            except Exception:
+                log.exception("storing %d new requests together failed: one by one now",
+                              len(fresh))
+                return
         rows.extend(own)
         outcomes.update(stored)
         answered.update((fresh[n].digest, answer) for n, answer in stored.items())

@@ -46,14 +46,15 @@ async def started(net) -> tuple:
 
 
 def count_commits(engine) -> list[int]:
-    """Commits of transactions that stored partners' messages (those with savepoints;
+    """Commits of transactions that stored partners' messages (those that log messages;
     the outbox and the timers commit too, without)."""
     commits = [0]
     storing: set[int] = set()
 
-    @event.listens_for(engine.sync_engine, "savepoint")
-    def _savepoint(conn, _name):
-        storing.add(id(conn))
+    @event.listens_for(engine.sync_engine, "before_cursor_execute")
+    def _logging(conn, _cursor, statement, *_):
+        if statement.startswith("INSERT INTO messages"):
+            storing.add(id(conn))
 
     @event.listens_for(engine.sync_engine, "commit")
     def _commit(conn):
@@ -254,11 +255,13 @@ async def test_the_new_requests_of_a_batch_are_stored_together(net):
     lib, peer = await started(net)
     inserts = count_inserts(lib.node.engine)
     commits = count_commits(lib.node.engine)
+    savepoints = count_savepoints(lib.node.engine)
     bodies = [writer.serialise(builders.request(PEER, lib.symbol, f"together-{i}"))
               for i in range(12)]
     answers = await asyncio.gather(*(lib.node.receive(b) for b in bodies))
     assert all(status_of(a)[0] is MessageStatus.OK for a in answers)
     assert commits[0] == 1
+    assert savepoints[0] == 0  # nothing but new requests: no joint savepoint either
     # One statement per table for the twelve, not twelve.
     assert {k: inserts.get(k) for k in ("transactions", "messages", "history", "outbox")} == {
         "transactions": 1, "messages": 1, "history": 1, "outbox": 1}
@@ -294,16 +297,23 @@ async def test_new_requests_together_while_closed_for_lending_are_answered_unfil
     await peer.stop()
 
 
-async def test_a_batch_of_new_requests_that_fails_together_is_stored_one_by_one(net, caplog):
-    """A write refused for one request undoes the batch's joint savepoint; the requests
-    are then stored one by one, and only the refused one is not confirmed."""
+@pytest.mark.parametrize("mixed", [False, True], ids=["new-requests-only", "mixed"])
+async def test_a_batch_of_new_requests_that_fails_together_is_stored_one_by_one(
+        net, caplog, mixed):
+    """A write refused for one request undoes the batch's joint savepoint (or, with
+    nothing else in the batch, its whole transaction); the requests are then stored one
+    by one, and only the refused one is not confirmed."""
     lib, peer = await started(net)
     await install(lib, refusing_inserts("transactions", "NEW.requesting_request_id = 'poison'"))
     ids = ["one", "two", "poison", "three"]
+    envelopes = [builders.request(PEER, lib.symbol, rari) for rari in ids]
+    if mixed:  # a message for an unknown request: stored one by one, answered ERROR
+        envelopes.append(builders.action(PEER, lib.symbol, "no-such-request", Action.CANCEL))
     results = await asyncio.gather(
-        *(lib.node.receive(writer.serialise(builders.request(PEER, lib.symbol, rari)))
-          for rari in ids), return_exceptions=True)
+        *(lib.node.receive(writer.serialise(e)) for e in envelopes), return_exceptions=True)
     assert "4 new requests together failed" in caplog.text
+    if mixed:
+        assert status_of(results[4])[0] is MessageStatus.ERROR
     assert isinstance(results[2], SQLAlchemyError)  # not stored, not confirmed: a 503
     assert all(status_of(results[n])[0] is MessageStatus.OK for n in (0, 1, 3))
     assert sorted(r.requesting_request_id for r in await rows(lib, t.transactions)) == [
