@@ -14,10 +14,17 @@ Every page is an index range read, newest first by ``(updated_at, id)``:
   full text: FTS5 (``transactions_fts``) on SQLite, the GIN index on
   ``to_tsvector('simple', title)`` on PostgreSQL.  Up to :data:`COUNT_LIMIT` matches are
   read from those indexes and sorted; with more (common words) the list's index is
-  walked instead, each row tested: on PostgreSQL by its title, on SQLite against the
-  whole match set, which FTS5 builds once (~8 ms per 100,000).  Counting them stops at
-  COUNT_LIMIT on SQLite (FTS5 reads the matches one at a time), but not on PostgreSQL,
-  whose GIN index reads them all first (~28 ms per 100,000 for a prefix).
+  walked instead, each row tested: on SQLite against the whole match set, which FTS5
+  builds once (~8 ms per 100,000) and reads one at a time when counting (so counting
+  stops at COUNT_LIMIT); on PostgreSQL by its title, each word looked for in it first
+  (~0.3 us a row), then by full text (~3 us).  PostgreSQL's GIN index reads all the
+  matches before the first (~28 ms per 100,000 for a prefix), so there the words' shares
+  of titles are first estimated from the index's statistics (its most common lexemes,
+  kept by ANALYZE): common words are counted walking the list, newest first, up to
+  COUNT_LIMIT; otherwise the matches of the rarest word only are read through GIN and
+  tested for the others (a rare word and a common one).  A wrong estimate changes only
+  the time taken; without statistics (a new table) the matches of every word are read
+  through GIN, then walked if too many.
 
 Pages follow each other by an opaque cursor (the last row's ``(updated_at, id)``), so
 requests arriving while staff page through do not shift the pages; ``offset`` still
@@ -33,7 +40,9 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import re
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -58,8 +67,20 @@ from . import tables as t
 #: Matches counted for the facets of a search at most; beyond it ``total_exact`` is false.
 COUNT_LIMIT = 1_000
 
+#: PostgreSQL walks the list for title words when the rows it tests to find COUNT_LIMIT
+#: matches (COUNT_LIMIT / share) are fewer than the matches GIN would read (share x rows)
+#: over this: a row tested costs ~4 matches read through GIN (measured at 1M requests).
+WALK_COST = 4
+#: Several words, the rarest in more titles than this x COUNT_LIMIT: all read through
+#: GIN, rather than the rarest alone and the others tested on each of its matches.
+RAREST_ALONE = 20
+#: Seconds the title words' statistics are kept: they change only on ANALYZE.
+STATS_SECONDS = 300
+
 _FTS = table("transactions_fts", column("rowid"))
 _WORD = re.compile(r"\w+")
+#: Per database: (when to read them again, the most common title words' shares or None).
+_word_stats: dict[Any, tuple[float, dict[str, float] | None]] = {}
 
 
 def same_text(column, value: str):
@@ -127,21 +148,31 @@ def _fts_match(words: list[str]):
     return literal_column("transactions_fts").op("MATCH")(literal(match))
 
 
-def _words_clause(dialect: str, words: list[str], *, indexed: bool = True):
-    """Titles holding every word, the last one as a prefix (the staff may still be
-    typing it); through the full-text index, or (``indexed=False``, PostgreSQL) row by
-    row, for walking an index in list order when the words are common."""
+def _ts_match(words: list[str], *, prefix: bool, indexed: bool = True):
+    """PostgreSQL: titles holding every word, the last one as a prefix if ``prefix``;
+    through the GIN index, or (``indexed=False``) tested row by row."""
     tx = t.transactions
-    if dialect == "sqlite":
-        return tx.c.id.in_(select(_FTS.c.rowid).where(_fts_match(words)))
     # The same expression as the index ix_transactions_title_words, so that it is used;
     # title || '' is not that expression, so that it is not.
     title = tx.c.title if indexed else tx.c.title.op("||")(literal_column("''"))
     document = func.to_tsvector(literal_column("'simple'"),
                                 func.coalesce(title, literal_column("''")))
-    query = func.to_tsquery(literal_column("'simple'"),
-                            " & ".join([*words[:-1], f"{words[-1]}:*"]))
-    return document.op("@@")(query)
+    terms = [*words[:-1], f"{words[-1]}:*" if prefix else words[-1]]
+    return document.op("@@")(func.to_tsquery(literal_column("'simple'"), " & ".join(terms)))
+
+
+def _title_test(words: list[str]):
+    """PostgreSQL: titles holding every word, the last one as a prefix, tested row by row:
+    first, cheaply, that each run of letters and digits 0-9 of each word is in the
+    lower-cased title (PostgreSQL's parser splits words at any other character, ``_``
+    included, so each run is in every matching title; and none holds LIKE's ``%``, ``_``
+    or ``\\``), then by full text.  PostgreSQL tests the cheaper clauses first.
+    ``lower(title) LIKE lower(...)`` is ILIKE without lower-casing the pattern on each
+    row (~0.4 against ~0.3 us a row)."""
+    title = func.lower(t.transactions.c.title)
+    runs = "".join(c if c.isalpha() or "0" <= c <= "9" else " " for c in " ".join(words))
+    return and_(*(title.like(func.lower(literal(f"%{run}%"))) for run in runs.split()),
+                _ts_match(words, prefix=True, indexed=False))
 
 
 def _streamed_statuses(role: str, words: list[str]):
@@ -155,26 +186,85 @@ def _streamed_statuses(role: str, words: list[str]):
             .where(role_clause(role, few=True), _fts_match(words)))
 
 
-async def _q_clauses(conn: AsyncConnection, role: str, q: str) -> tuple[Any, Any, Any]:
-    """The WHERE clause for ``q`` (the requests it identifies, else its title words):
-    as read from the matches (few of them), and as tested on each row (many); and for
-    title words on SQLite, the statuses of the matches as FTS5 reads them (else None)."""
+@dataclass(frozen=True)
+class _Matches:
+    """The requests ``q`` names: ``read``, the clause to read them through an index
+    (few of them); ``each_row``, to test each row walked (many); ``statuses``, their
+    statuses as FTS5 reads them (SQLite's title words); ``common``: PostgreSQL's
+    statistics say they are better counted walking the list."""
+
+    read: Any
+    each_row: Any
+    statuses: Any = None
+    common: bool = False
+
+
+async def _word_shares(conn: AsyncConnection) -> dict[str, float] | None:
+    """PostgreSQL: the most common title words and the share of titles holding each,
+    from the statistics ANALYZE keeps on ix_transactions_title_words's expression; None
+    before there are any.  Read again after :data:`STATS_SECONDS`."""
+    key, now = conn.engine.url, time.monotonic()
+    if (kept := _word_stats.get(key)) and kept[0] > now:
+        return kept[1]
+    row = (await conn.exec_driver_sql(
+        "SELECT most_common_elems::text::text[], most_common_elem_freqs FROM pg_stats"
+        " WHERE schemaname = current_schema()"
+        " AND tablename = 'ix_transactions_title_words'")).first()
+    # The frequencies end with two more (their minimum and maximum), which zip leaves.
+    shares = dict(zip(row[0], row[1])) if row and row[0] else None
+    _word_stats[key] = now + STATS_SECONDS, shares
+    return shares
+
+
+def _share(shares: dict[str, float], word: str, *, prefix: bool) -> float:
+    """The estimated share of titles holding ``word`` (as a prefix: any word it starts);
+    a word not among the most common is rare; a prefix of one or two letters is not."""
+    if not prefix:
+        return shares.get(word, 0.0)
+    if len(word) <= 2:
+        return 1.0
+    return min(1.0, sum(f for lexeme, f in shares.items() if lexeme.startswith(word)))
+
+
+async def _q_clauses(conn: AsyncConnection, role: str, q: str) -> _Matches:
+    """The requests ``q`` identifies, else those whose titles hold its words."""
     tx = t.transactions
     ids = _identifier_ids(q)
     if (await conn.execute(select(tx.c.id).where(role_clause(role, few=True),
                                                  tx.c.id.in_(ids)).limit(1))).first():
-        return tx.c.id.in_(ids), tx.c.id.in_(ids), None
+        return _Matches(tx.c.id.in_(ids), tx.c.id.in_(ids))
     words = _WORD.findall(q.casefold())
     if not words:
-        return false(), false(), None
-    dialect = conn.dialect.name
-    if dialect == "postgresql":
-        # The planner overestimates prefix matches and starts parallel workers, which
-        # take longer to start than the whole index read (~20 ms against ~3 ms at 1M).
-        await conn.exec_driver_sql("SET LOCAL max_parallel_workers_per_gather = 0")
-    return (_words_clause(dialect, words),
-            _words_clause(dialect, words, indexed=False),
-            _streamed_statuses(role, words) if dialect == "sqlite" else None)
+        return _Matches(false(), false())
+    if conn.dialect.name == "sqlite":
+        match = tx.c.id.in_(select(_FTS.c.rowid).where(_fts_match(words)))
+        return _Matches(match, match, statuses=_streamed_statuses(role, words))
+    # The planner overestimates prefix matches and starts parallel workers, which take
+    # longer to start than the whole index read (~20 ms against ~3 ms at 1M); a plan it
+    # thinks costly is compiled by JIT (~15 ms).  It also underestimates the matches of
+    # the row by row test, so that it would rather sort all the role's rows than walk
+    # the list's index (~900 ms against ~12 ms); where the matches are read instead, no
+    # index is in list order (role_clause), so they are sorted all the same.
+    await conn.exec_driver_sql(
+        "SELECT set_config('max_parallel_workers_per_gather', '0', true),"
+        " set_config('jit', 'off', true), set_config('enable_sort', 'off', true)")
+    each_row = _title_test(words)
+    shares = await _word_shares(conn)
+    if shares is None:
+        return _Matches(_ts_match(words, prefix=True), each_row)
+    last = len(words) - 1
+    share = [_share(shares, w, prefix=i == last) for i, w in enumerate(words)]
+    joint = math.prod(share)
+    rows = sum((await _counted_facets(conn, role)).values()) if joint else 0
+    # WALK_COST x COUNT_LIMIT / joint (rows walked) < joint x rows (matches read)
+    common = joint * joint * rows > WALK_COST * COUNT_LIMIT
+    rarest = share.index(min(share))
+    if len(words) == 1 or share[rarest] * rows > RAREST_ALONE * COUNT_LIMIT:
+        # Every word through GIN: its AND reads no more rows than the matches.
+        return _Matches(_ts_match(words, prefix=True), each_row, common=common)
+    # A rare word and others: its few matches read, each tested for the others.
+    read = _ts_match([words[rarest]], prefix=rarest == last)
+    return _Matches(and_(read, each_row), each_row, common=common)
 
 
 def role_clause(role: str, *, few: bool):
@@ -232,14 +322,21 @@ async def search(conn: AsyncConnection, role: str, *, status: str | None = None,
         facets, exact = await _facets_of_matches(
             conn, select(tx.c.status).where(role_clause(role, few=identified), *where))
     else:
-        read_matches, test_rows, statuses = await _q_clauses(conn, role, q)
-        # Counting stops at COUNT_LIMIT, so it may start from the matches: as FTS5 reads
-        # them (SQLite), unless another filter may name fewer requests.
-        if statuses is None or where:
+        found = await _q_clauses(conn, role, q)
+        if found.common and not identified:
+            # The first matches in list order, walking it.
+            statuses = (select(tx.c.status)
+                        .where(role_clause(role, few=False), found.each_row, *where)
+                        .order_by(tx.c.updated_at.desc(), tx.c.id.desc()))
+        elif found.statuses is not None and not where:
+            # Counting stops at COUNT_LIMIT, so it may start from the matches as FTS5
+            # reads them, unless another filter may name fewer requests.
+            statuses = found.statuses
+        else:
             statuses = select(tx.c.status).where(role_clause(role, few=True),
-                                                 read_matches, *where)
+                                                 found.read, *where)
         facets, exact = await _facets_of_matches(conn, statuses)
-        where.append(read_matches if exact else test_rows)
+        where.append(found.read if exact else found.each_row)
     where.insert(0, role_clause(role, few=identified or bool(q) and exact))
     if status:
         where.append(tx.c.status == status)

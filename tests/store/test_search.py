@@ -7,10 +7,11 @@ Rows are written with the same columns the store writes; the triggers of migrati
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import delete, event, func, insert, select, update
 
 from node.store import search
 from node.store.tables import attempts, transactions
@@ -292,3 +293,142 @@ async def test_a_common_word_finds_what_a_rare_one_would(migrated_engine, monkey
         assert ids(found)[0] == first_id
     assert (await find(migrated_engine, q="sea", status="WILL_SUPPLY"))["facets"] == {
         "SHIPPED": 4, "WILL_SUPPLY": 2}
+
+
+async def analyze(engine) -> None:
+    async with engine.begin() as conn:
+        await conn.exec_driver_sql("ANALYZE transactions")
+
+
+async def counted(engine, **kw) -> tuple[dict, str, tuple, str]:
+    """``find(engine, **kw)`` on PostgreSQL, with the statement counting its facets, that
+    statement's parameters and its plan, explained in the search's own transaction (its
+    settings) but for a full scan, which a small table would get."""
+    captured = []
+
+    def grab(_conn, _cursor, statement, parameters, _context, _many):
+        if "count(*)" in statement:
+            captured.append((statement, parameters))
+
+    event.listen(engine.sync_engine, "before_cursor_execute", grab)
+    try:
+        async with engine.connect() as conn:
+            found = await search.search(conn, "lending", **kw)
+            [(statement, params)] = captured
+            driver = (await conn.get_raw_connection()).driver_connection
+            await driver.execute("SET LOCAL enable_seqscan = off")
+            plan = "\n".join(r[0] for r in await driver.fetch("EXPLAIN " + statement, *params))
+    finally:
+        event.remove(engine.sync_engine, "before_cursor_execute", grab)
+    return found, statement, params, plan
+
+
+async def all_pages(engine, **kw) -> list[str]:
+    found, cursor = [], None
+    while True:
+        page = await find(engine, cursor=cursor, **kw)
+        found += ids(page)
+        if not (cursor := page["next"]):
+            return found
+
+
+async def test_common_words_are_counted_walking_the_list_by_the_statistics(
+        migrated_engine, monkeypatch):
+    if migrated_engine.dialect.name == "sqlite":
+        pytest.skip("PostgreSQL's statistics choose how title words are read")
+    monkeypatch.setattr(search, "COUNT_LIMIT", 5)
+    monkeypatch.setattr(search, "STATS_SECONDS", 0)  # ANALYZE is seen at once
+    status_of = {}
+    async with migrated_engine.begin() as conn:
+        # No statistics but the test's own ANALYZE.
+        await conn.exec_driver_sql("ALTER TABLE transactions SET (autovacuum_enabled = off)")
+        # "atlas" is in most titles, the oldest ones; "zanzibar" in three.
+        for n in range(1, 301):
+            status = ("SHIPPED", "WILL_SUPPLY", "RECEIVED")[n % 3]
+            title = (f"Atlas of Zanzibar {n}" if n in (13, 100) else "Chart of Zanzibar"
+                     if n == 250 else f"Atlas of the {'sea' if n % 2 else 'land'} {n}"
+                     if n <= 240 else f"Chart of the coast {n}")
+            await add(conn, n, status=status, title=title, needs_attention=n % 7 == 0)
+            status_of[f"L-{n:04d}"] = status
+        for n in range(301, 321):
+            await add(conn, n, role="borrowing", status="sent", title="Atlas of the sea")
+    atlas = [f"L-{n:04d}" for n in range(240, 0, -1)]
+
+    def facets_of(found_ids: list[str]) -> dict[str, int]:
+        return dict(Counter(status_of[i] for i in found_ids))
+
+    # No statistics: every word's matches read through GIN, as before them.
+    found, statement, params, plan = await counted(migrated_engine, q="atlas")
+    assert "ix_transactions_title_words" in plan and "atlas:*" in params, plan
+    assert not found["total_exact"] and found["facets"] == facets_of(atlas[:6])
+    assert await all_pages(migrated_engine, q="atlas", limit=50) == atlas
+
+    await analyze(migrated_engine)
+    # A common word: its first matches counted walking the list newest first, the cheap
+    # test of each row before full text; then pages walked the same way.
+    found, statement, params, plan = await counted(migrated_engine, q="atlas")
+    assert "Index Scan Backward using ix_transactions_role_updated_at_id" in plan, plan
+    assert "ix_transactions_title_words" not in plan, plan
+    [filter_line] = [line for line in plan.splitlines() if "Filter:" in line]
+    assert filter_line.index("~~") < filter_line.index("@@"), plan
+    assert not found["total_exact"] and found["total"] == 6
+    assert found["facets"] == facets_of(atlas[:6])  # the six newest matches
+    assert ids(found) == atlas[:50]
+    assert await all_pages(migrated_engine, q="atlas", limit=50) == atlas
+    assert await all_pages(migrated_engine, q="the atl", limit=7) == [
+        i for i in atlas if i not in ("L-0100", "L-0013")]  # "Atlas of Zanzibar"
+    shipped = await find(migrated_engine, q="atlas", status="SHIPPED")
+    assert ids(shipped) == [i for i in atlas if status_of[i] == "SHIPPED"][:50]
+    assert shipped["total"] == facets_of(atlas[:6])["SHIPPED"]
+    found = await find(migrated_engine, q="atlas", needs_attention=True)
+    assert ids(found) == [f"L-{n:04d}" for n in range(238, 0, -1) if n % 7 == 0][:50]
+
+    # A rare word and a common one: the rare word's matches read through GIN, the
+    # common one tested on each.
+    found, statement, params, plan = await counted(migrated_engine, q="zanzibar atl")
+    assert "ix_transactions_title_words" in plan and "zanzibar" in params, plan
+    assert "ORDER BY" not in statement
+    assert ids(found) == ["L-0100", "L-0013"] and found["total_exact"]
+    assert found["facets"] == facets_of(["L-0100", "L-0013"])
+
+    # Statistics gone stale: only the time taken differs.
+    async with migrated_engine.begin() as conn:
+        await conn.execute(update(transactions).where(transactions.c.title.like("Atlas of the%"),
+                                                      transactions.c.role == "lending",
+                                                      transactions.c.public_id < "L-0238")
+                           .values(title="Globe"))
+        for n in range(321, 341):  # "zanzibar", rare in the statistics, now common
+            await add(conn, n, title="Zanzibar atlas", status="SHIPPED")
+            status_of[f"L-{n:04d}"] = "SHIPPED"
+    found, statement, *_ = await counted(migrated_engine, q="atlas")
+    assert "ORDER BY" in statement  # still walked: the statistics say common
+    rest = ["L-0240", "L-0239", "L-0238", "L-0100", "L-0013"]
+    assert await all_pages(migrated_engine, q="atlas") == [
+        f"L-{n:04d}" for n in range(340, 320, -1)] + rest
+    assert not found["total_exact"] and found["facets"] == {"SHIPPED": 6}
+    monkeypatch.setattr(search, "COUNT_LIMIT", 30)
+    found = await find(migrated_engine, q="atlas")
+    assert found["total_exact"] and found["facets"] == facets_of(
+        [f"L-{n:04d}" for n in range(340, 320, -1)] + rest)
+    found, statement, *_ = await counted(migrated_engine, q="zanzibar")
+    assert "ORDER BY" not in statement  # read through GIN: the statistics say rare
+    assert found["total"] == 23 and found["total_exact"]
+
+
+async def test_words_with_underscores_match_as_full_text_does(migrated_engine, monkeypatch):
+    # The parsers split words at "_" ("foo_bar" is the phrase "foo bar"), so that the
+    # test of each row must not look for "foo_bar" (or "foo?bar") as it is.
+    async with migrated_engine.begin() as conn:
+        for n, title in enumerate(["Foo_bar notes", "Foo, bar notes", "foo bar", "fooXbar notes",
+                                   "bar foo notes", "100% foo"], start=1):
+            await add(conn, n, title=title)
+    for analyzed in (False, True):
+        for count_limit in (1_000, 1):  # the matches read, then the list walked
+            monkeypatch.setattr(search, "COUNT_LIMIT", count_limit)
+            monkeypatch.setattr(search, "STATS_SECONDS", 0)
+            assert ids(await find(migrated_engine, q="foo_bar")) == [
+                "L-0003", "L-0002", "L-0001"], (analyzed, count_limit)
+            assert ids(await find(migrated_engine, q="foo%bar")) == [
+                "L-0005", "L-0003", "L-0002", "L-0001"], (analyzed, count_limit)
+            assert ids(await find(migrated_engine, q="100% foo")) == ["L-0006"]
+        await analyze(migrated_engine)
