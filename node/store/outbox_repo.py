@@ -26,7 +26,19 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, case, exists, func, insert, literal, or_, select, update
+from sqlalchemy import (
+    Integer,
+    and_,
+    bindparam,
+    case,
+    exists,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from node.store.tables import outbox
@@ -114,9 +126,13 @@ async def enqueue_leased(
     return OutboxRow.from_mapping(result.mappings().one())
 
 
-def _claimable(o, now: datetime):
-    earlier = outbox.alias("earlier")
-    return and_(
+def _claim_statement(dialect: str, excluding: bool):
+    """:func:`claim_due`'s statement, built once per dialect (and whether it leaves out
+    rows being sent): building and caching it again on every claim cost more than
+    running it.  Parameters: ``now``, ``until``, ``worker_id``, ``limit``, ``sending``."""
+    o, earlier = outbox.alias("o"), outbox.alias("earlier")
+    now = bindparam("now", type_=outbox.c.next_attempt_at.type)
+    claimable = [
         o.c.state == "pending",
         o.c.next_attempt_at <= now,
         or_(o.c.locked_until.is_(None), o.c.locked_until <= now),
@@ -128,7 +144,32 @@ def _claimable(o, now: datetime):
                 earlier.c.id < o.c.id,
             ),
         ),
+    ]
+    if excluding:
+        claimable.append(o.c.id.notin_(bindparam("sending", expanding=True)))
+    candidates = (
+        select(o.c.id)
+        .where(*claimable)
+        .order_by(o.c.next_attempt_at, o.c.id)
+        .limit(bindparam("limit", type_=Integer))
     )
+    # One statement: pick the candidates and write the lease.
+    if dialect == "postgresql":
+        # A locking CTE is evaluated once; SKIP LOCKED leaves rows another worker
+        # is claiming right now to that worker.
+        picked = candidates.with_for_update(skip_locked=True, of=o).cte("picked")
+        where = outbox.c.id == picked.c.id
+    else:
+        where = outbox.c.id.in_(candidates.scalar_subquery())
+    return (update(outbox)
+            .where(where)
+            .values(locked_by=bindparam("worker_id", type_=outbox.c.locked_by.type),
+                    locked_until=bindparam("until", type_=outbox.c.locked_until.type))
+            .returning(*outbox.columns))
+
+
+_CLAIM_STATEMENTS = {(dialect, excluding): _claim_statement(dialect, excluding)
+                     for dialect in ("postgresql", "sqlite") for excluding in (False, True)}
 
 
 async def claim_due(
@@ -149,31 +190,12 @@ async def claim_due(
     """
     if limit <= 0:
         return []
-    until = now + timedelta(seconds=lease_seconds)
-    o = outbox.alias("o")
-    claimable = _claimable(o, now)
+    params = {"now": now, "until": now + timedelta(seconds=lease_seconds),
+              "worker_id": worker_id, "limit": limit}
     if sending:
-        claimable = and_(claimable, o.c.id.notin_(list(sending)))
-    candidates = (
-        select(o.c.id)
-        .where(claimable)
-        .order_by(o.c.next_attempt_at, o.c.id)
-        .limit(limit)
-    )
-    # One statement: pick the candidates and write the lease.
-    if conn.dialect.name == "postgresql":
-        # A locking CTE is evaluated once; SKIP LOCKED leaves rows another worker
-        # is claiming right now to that worker.
-        picked = candidates.with_for_update(skip_locked=True, of=o).cte("picked")
-        where = outbox.c.id == picked.c.id
-    else:
-        where = outbox.c.id.in_(candidates.scalar_subquery())
+        params["sending"] = list(sending)
     result = await conn.execute(
-        update(outbox)
-        .where(where)
-        .values(locked_by=worker_id, locked_until=until)
-        .returning(*outbox.columns)
-    )
+        _CLAIM_STATEMENTS[conn.dialect.name, bool(sending)], params)
     rows = [OutboxRow.from_mapping(m) for m in result.mappings().all()]
     rows.sort(key=lambda r: (r.next_attempt_at, r.id))
     return rows
