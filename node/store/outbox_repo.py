@@ -22,6 +22,7 @@ overwrite another's result.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -263,23 +264,32 @@ async def mark_all_sent(
     """
     if not deliveries:
         return set()
-
-    def per_row(value):  # CASE id WHEN :id THEN :value ... END
-        return case({d.id: value(d) for d in deliveries}, value=outbox.c.id)
-
-    result = await conn.execute(
-        update(outbox)
-        .where(
-            outbox.c.id.in_([d.id for d in deliveries]),
-            outbox.c.state == "pending",
-            outbox.c.locked_by == worker_id,
-        )
-        .values(**_sent(now,
-                        per_row(lambda d: d.http_status),
-                        per_row(lambda d: bytes(d.confirmation))))
-        .returning(outbox.c.id)
-    )
+    params = {"now": now, "worker_id": worker_id}
+    for n, d in enumerate(deliveries):
+        params.update({f"id_{n}": d.id, f"status_{n}": d.http_status,
+                       f"confirmation_{n}": bytes(d.confirmation)})
+    result = await conn.execute(_mark_all_sent_statement(len(deliveries)), params)
     return set(result.scalars())
+
+
+@functools.lru_cache(maxsize=128)
+def _mark_all_sent_statement(rows: int):
+    """:func:`mark_all_sent`'s statement for ``rows`` rows, built once per size (building
+    it on every round cost more than running it): ``id_N``, ``status_N`` and
+    ``confirmation_N`` per row, ``now`` and ``worker_id``."""
+    ids = [bindparam(f"id_{n}", type_=outbox.c.id.type) for n in range(rows)]
+
+    def per_row(name: str, column):  # CASE WHEN id = :id_0 THEN :name_0 ... END
+        return case(*((outbox.c.id == ids[n], bindparam(f"{name}_{n}", type_=column.type))
+                      for n in range(rows)))
+
+    return (update(outbox)
+            .where(outbox.c.id.in_(ids), outbox.c.state == "pending",
+                   outbox.c.locked_by == bindparam("worker_id", type_=outbox.c.locked_by.type))
+            .values(**_sent(bindparam("now", type_=outbox.c.sent_at.type),
+                            per_row("status", outbox.c.last_http_status),
+                            per_row("confirmation", outbox.c.confirmation)))
+            .returning(outbox.c.id))
 
 
 async def mark_retry(
