@@ -290,7 +290,8 @@ def add_partner(
     closed_partners: ClosedPartners | None = None,
     today: date | None = None,
 ) -> list[RotaEntry]:
-    """Add a partner (at list ``position``, or at the end).
+    """Add a partner at ``position`` among the pending entries, as :func:`move_entry`
+    counts them (0: asked next), or at the end.
 
     It must be a configured partner we borrow from and not already pending or
     active.  One closed for lending today is added as ``skipped``.
@@ -317,15 +318,16 @@ def add_partner(
         note=note,
     )
     out = list(rota)
-    if position is None:
+    pending_slots = [i for i, e in enumerate(rota) if e.state is EntryState.PENDING]
+    if position is None or position == len(pending_slots):
         out.append(entry)
+    elif 0 <= position < len(pending_slots):
+        out.insert(pending_slots[position], entry)
     else:
-        if not 0 <= position <= len(out):
-            raise StaffActionError(
-                f"position {position} is out of range: the rota has {len(out)} entries "
-                "(positions start at 0)"
-            )
-        out.insert(position, entry)
+        raise StaffActionError(
+            f"position {position} is out of range: there are {len(pending_slots)} pending "
+            f"partners (positions start at 0; {len(pending_slots)} adds it last)"
+        )
     return out
 
 

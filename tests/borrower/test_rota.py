@@ -126,7 +126,11 @@ def test_move_reorders_pending_entries_only():
 def test_add_partner():
     r = rota((A, ACT), (B, P))
     assert symbols(add_partner(r, C, partners=PARTNERS)) == [A, B, C]
-    assert symbols(add_partner(r, C, partners=PARTNERS, position=1)) == [A, C, B]
+    # Positions count pending partners, as move_entry's do: 0 is asked next.
+    assert symbols(add_partner(r, C, partners=PARTNERS, position=0)) == [A, C, B]
+    assert symbols(add_partner(r, C, partners=PARTNERS, position=1)) == [A, B, C]
+    assert symbols(add_partner(rota((A, UNF), (B, ACT)), C, partners=PARTNERS,
+                               position=0)) == [A, B, C]  # no pending partner: last
     closed = {C: (None, date(2027, 1, 5), None)}
     added = add_partner(r, C, partners=PARTNERS, closed_partners=closed, today=TODAY)
     assert added[-1].state is EntryState.SKIPPED
@@ -137,7 +141,7 @@ def test_add_partner():
     with pytest.raises(StaffActionError, match="do not borrow from"):
         add_partner(r, X, partners=PARTNERS)
     with pytest.raises(StaffActionError, match="out of range"):
-        add_partner(r, C, partners=PARTNERS, position=9)
+        add_partner(r, C, partners=PARTNERS, position=2)
     # a partner that was unfilled earlier may be asked again
     assert symbols(add_partner(rota((A, UNF)), A, partners=PARTNERS)) == [A, A]
 
