@@ -210,7 +210,7 @@ async def _word_shares(conn: AsyncConnection) -> dict[str, float] | None:
         "SELECT most_common_elems::text::text[], most_common_elem_freqs FROM pg_stats"
         " WHERE schemaname = current_schema()"
         " AND tablename = 'ix_transactions_title_words'")).first()
-    # The frequencies end with two more (their minimum and maximum), which zip leaves.
+    # The frequencies end with a few more (their minimum, maximum...), which zip leaves.
     shares = dict(zip(row[0], row[1])) if row and row[0] else None
     _word_stats[key] = now + STATS_SECONDS, shares
     return shares
