@@ -9,12 +9,12 @@ Every page is an index range read, newest first by ``(updated_at, id)``:
 - ``q`` is first taken as an identifier, by indexed equalities: our public id, the
   requesting and supplying request ids, a borrowing attempt's request id, the patron id,
   an item barcode (``request_barcodes``); the barcode and the supplying request id in
-  any case, as the desk's scans (migration 0004's ``lower(...)`` indexes).  When nothing
-  has that identifier, as title words (every word; the last one as a prefix) through
-  full text: FTS5 (``transactions_fts``) on SQLite, the GIN index on
-  ``to_tsvector('simple', title)`` on PostgreSQL.  Up to :data:`COUNT_LIMIT` matches are
-  read from those indexes and sorted; with more (common words) the list's index is
-  walked instead, each row tested: on SQLite against the whole match set, which FTS5
+  any case, as the desk's scans (migration 0004's ``lower(...)`` indexes), our public
+  id in lower case too.  When nothing has that identifier, as title words (every
+  word; the last one as a prefix) through full text: FTS5 (``transactions_fts``) on
+  SQLite, the GIN index on ``to_tsvector('simple', title)`` on PostgreSQL.  Up to
+  :data:`COUNT_LIMIT` matches are read from those indexes and sorted; with more
+  (common words) the list's index is walked instead, each row tested: on SQLite against the whole match set, which FTS5
   builds once (~8 ms per 100,000) and reads one at a time when counting (so counting
   stops at COUNT_LIMIT); on PostgreSQL by its title, each word looked for in it first
   (~0.3 us a row), then by full text (~3 us).  PostgreSQL's GIN index reads all the
@@ -132,7 +132,8 @@ def _identifier_ids(q: str):
     in any case where an index on ``lower(...)`` serves it, as for the desk's scans."""
     tx, at, rb = t.transactions, t.attempts, t.request_barcodes
     return union(
-        select(tx.c.id).where(tx.c.public_id == q),
+        # Our ids are upper case (new_public_id); staff may type them in lower.
+        select(tx.c.id).where(tx.c.public_id.in_(sorted({q, q.upper()}))),
         select(tx.c.id).where(tx.c.requesting_request_id == q),
         select(tx.c.id).where(same_text(tx.c.supplying_request_id, q)),
         select(tx.c.id).where(tx.c.patron_id == q),

@@ -174,13 +174,14 @@ async def test_q_finds_a_lending_request_by_item_barcode(migrated_engine):
     assert ids(await find(migrated_engine, q="39015-0009")) == []
 
 
-async def test_q_finds_a_barcode_and_a_supplying_request_id_in_any_case(migrated_engine):
+async def test_q_finds_a_barcode_our_id_and_a_supplying_request_id_in_any_case(migrated_engine):
     async with migrated_engine.begin() as conn:
         await add(conn, 1, state={"located": {"barcode": "Ab-39015"}})
         await add(conn, 2, state={"located": {"barcode": "AB-39016"}})
     assert ids(await find(migrated_engine, q=" ab-39015 ")) == ["L-0001"]
     assert ids(await find(migrated_engine, q="ab-3901")) == []  # no partial matches
     assert ids(await find(migrated_engine, q="sup-0002")) == ["L-0002"]
+    assert ids(await find(migrated_engine, q="l-0002")) == ["L-0002"]  # our id, typed
 
     # Through the lower(...) indexes of migration 0004, as the desk's scans.
     found, plan = await plans(migrated_engine,
