@@ -56,6 +56,9 @@ Clock = Callable[[], datetime]
 # Most partners' messages one transaction stores: bounds a batch's time, and so the
 # wait of the last message in it.
 MAX_BATCH = 200
+# Event-loop rounds the writer lets run before taking a batch (see _write_inbound):
+# 8 gave the largest batches (bench/inbound.py: 1, 2, 3, 5, 8, 16 tried).
+ROUNDS_BEFORE_BATCH = 8
 
 
 def utcnow() -> datetime:
@@ -311,6 +314,14 @@ class Node:
         try:
             while True:
                 batch = [await inbox.get()]
+                # Let the loop run a few rounds first: the requests whose bytes came in
+                # while the last batch was written need some (the socket read,
+                # aiohttp's handler task, parsing) to reach the inbox.  Taken at once,
+                # a batch left them to the next one: small batches, each paying the
+                # whole fixed cost of a cycle (bench/RESULTS.md §1).  A quiet node
+                # loses ~0.1 ms.
+                for _ in range(ROUNDS_BEFORE_BATCH):
+                    await asyncio.sleep(0)
                 while len(batch) < MAX_BATCH and not inbox.empty():
                     batch.append(inbox.get_nowait())
                 await self._store_batch(batch)

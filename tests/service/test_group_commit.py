@@ -15,6 +15,7 @@ import pytest
 from sqlalchemy import event, func, select, text
 from sqlalchemy.exc import SQLAlchemyError
 
+from node import service
 from node.protocol import reader, writer
 from node.protocol.codes import Action, ErrorType, MessageStatus
 from node.supplier.locate import HoldingsItem, HoldingsRecord
@@ -121,6 +122,27 @@ async def test_one_failing_message_does_not_sink_its_batch(net):
     received = await rows(lib, t.messages, t.messages.c.direction == "in")
     assert len(received) == 4
     await peer.wait_for(4)  # each stored request was answered through the outbox
+    await peer.stop()
+
+
+async def test_messages_a_few_loop_rounds_behind_join_the_batch(net, monkeypatch):
+    """The writer lets the loop run a few rounds before taking a batch, so requests
+    still on their way to the inbox (socket read, handler, parsing) join it."""
+    lib, peer = await started(net)
+    commits = count_commits(lib.node.engine)
+
+    async def late(rari: str, rounds: int) -> bytes:
+        for _ in range(rounds):
+            await asyncio.sleep(0)
+        return await lib.node.receive(writer.serialise(builders.request(PEER, lib.symbol, rari)))
+
+    answers = await asyncio.gather(late("first", 0), *(late(f"late-{i}", 3) for i in range(4)))
+    assert all(status_of(a)[0] is MessageStatus.OK for a in answers)
+    assert commits[0] == 1
+    monkeypatch.setattr(service, "ROUNDS_BEFORE_BATCH", 0)  # taken at once: two batches
+    await asyncio.gather(late("second", 0), *(late(f"later-{i}", 3) for i in range(4)))
+    assert commits[0] == 3
+    await peer.wait_for(10)
     await peer.stop()
 
 
