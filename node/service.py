@@ -16,6 +16,7 @@ answers each handler.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import secrets
@@ -506,12 +507,13 @@ class Node:
     async def _store_new_requests(self, conn: AsyncConnection, batch: list[_Inbound], closures,
                                   answered: dict[str, bytes], rows: _Rows,
                                   outcomes: dict[int, bytes]) -> None:
-        """The new requests of a busy node's batch, stored together in one SAVEPOINT:
-        one locate query, one INSERT of their states, their log, history and outbox rows
-        with the batch's (a few statements for the lot, not several each).  Those stored
-        get their answer in ``outcomes`` (by position in ``batch``); the rest (an id
-        already taken, as by a Retry; a request the machine refuses; all of them if the
-        savepoint fails) are left to the one-by-one way, which says why."""
+        """The new requests of a busy node's batch, stored together (in one SAVEPOINT,
+        unless the batch holds nothing else): one locate query, one INSERT of their
+        states, their log, history and outbox rows with the batch's (a few statements
+        for the lot, not several each).  Those stored get their answer in ``outcomes``
+        (by position in ``batch``); the rest (an id already taken, as by a Retry; a
+        request the machine refuses; all of them if storing them together fails) are
+        left to the one-by-one way, which says why."""
         fresh: dict[int, _Inbound] = {}
         keys = set()
         for n, inbound in enumerate(batch):
@@ -527,21 +529,17 @@ class Node:
             return
         own = _Rows()
         stored: dict[int, bytes] = {}
-        if len(fresh) == len(batch):
-            # Nothing else in the transaction: no SAVEPOINT (two statements fewer); a
-            # failure undoes the whole transaction, and _store_batch starts it again.
-            try:
+        # Nothing else in the transaction: no SAVEPOINT (two statements fewer); a failure
+        # then undoes the whole transaction, and _store_batch starts it again.
+        alone = len(fresh) == len(batch)
+        try:
+            async with contextlib.nullcontext() if alone else conn.begin_nested():
                 await self._receive_new_requests(conn, fresh, closures, own, stored)
-            except Exception as exc:
+        except Exception as exc:
+            if alone:
                 raise _TogetherFailed from exc
-        else:
-            try:
-                async with conn.begin_nested():
-                    await self._receive_new_requests(conn, fresh, closures, own, stored)
-            except Exception:
-                log.exception("storing %d new requests together failed: one by one now",
-                              len(fresh))
-                return
+            log.exception("storing %d new requests together failed: one by one now", len(fresh))
+            return
         rows.extend(own)
         outcomes.update(stored)
         answered.update((fresh[n].digest, answer) for n, answer in stored.items())
