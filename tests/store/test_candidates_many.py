@@ -3,13 +3,11 @@
 
 from __future__ import annotations
 
-from contextlib import asynccontextmanager
 from datetime import UTC, datetime
-
-from sqlalchemy import event
 
 from node.store import holdings_repo
 from node.supplier.locate import HoldingsItem, HoldingsRecord, LookupKeys
+from tests.store.statements import explain, statements_of
 
 NOW = datetime(2026, 5, 4, 10, 0, tzinfo=UTC)
 KARAMAZOV, KARAMAZOV_10 = "9780140449242", "0140449248"
@@ -48,22 +46,6 @@ KEYS = [
     LookupKeys(),
     LookupKeys(record_ids=(("local", "r1"),)),  # the same record as the first request
 ]
-
-
-@asynccontextmanager
-async def statements_of(engine):
-    """The statements the engine runs meanwhile, with their parameters."""
-    seen: list[tuple[str, object]] = []
-
-    def grab(_conn, _cursor, statement, parameters, _context, _many):
-        if not statement.startswith("BEGIN"):
-            seen.append((statement, parameters))
-
-    event.listen(engine.sync_engine, "before_cursor_execute", grab)
-    try:
-        yield seen
-    finally:
-        event.remove(engine.sync_engine, "before_cursor_execute", grab)
 
 
 async def imported(engine) -> None:
@@ -108,14 +90,6 @@ async def test_the_batch_query_reads_the_holdings_through_indexes(migrated_engin
         async with statements_of(migrated_engine) as seen:
             await holdings_repo.candidates_many(conn, KEYS)
         ((statement, parameters),) = seen
-        driver = (await conn.get_raw_connection()).driver_connection
-        if migrated_engine.dialect.name == "sqlite":
-            cursor = await driver.execute("EXPLAIN QUERY PLAN " + statement, parameters)
-            plan = "\n".join(row[-1] for row in await cursor.fetchall())
-            assert "SCAN holdings_" not in plan, plan
-        else:
-            await driver.execute("SET enable_seqscan = off")  # as on a big table
-            plan = "\n".join(row[0] for row in await driver.fetch(
-                "EXPLAIN " + statement, *parameters))
-            assert "Seq Scan on holdings_" not in plan, plan
+        plan = await explain(conn, statement, parameters)
+    assert "SCAN holdings_" not in plan and "Seq Scan on holdings_" not in plan, plan
     assert "holdings_identifiers" in plan and "holdings_records" in plan, plan

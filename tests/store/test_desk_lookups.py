@@ -7,10 +7,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import event, insert
+from sqlalchemy import insert
 
 from node.store import borrowing_repo, lending_repo, partner_status, search
 from node.store.tables import holdings_items, holdings_records, outbox, transactions
+from tests.store.statements import explain, statements_of
 
 T0 = datetime(2026, 5, 4, 10, 0, tzinfo=UTC)
 
@@ -27,29 +28,11 @@ async def add(conn, n: int, *, role: str, status: str, state: dict | None = None
 
 async def plans(engine, run) -> str:
     """``run(conn)``'s statements, each with its query plan."""
-    captured: list[tuple[str, object]] = []
-
-    def grab(_conn, _cursor, statement, parameters, _context, _many):
-        if not statement.startswith("BEGIN"):
-            captured.append((statement, parameters))
-
-    event.listen(engine.sync_engine, "before_cursor_execute", grab)
-    try:
-        async with engine.connect() as conn:
-            result = await run(conn)
-    finally:
-        event.remove(engine.sync_engine, "before_cursor_execute", grab)
-    out = []
+    async with statements_of(engine) as captured, engine.connect() as conn:
+        result = await run(conn)
     async with engine.connect() as conn:
-        driver = (await conn.get_raw_connection()).driver_connection
-        for statement, params in captured:
-            if engine.dialect.name == "sqlite":
-                cursor = await driver.execute("EXPLAIN QUERY PLAN " + statement, params)
-                lines = [row[-1] for row in await cursor.fetchall()]
-            else:
-                await driver.execute("SET enable_seqscan = off")
-                lines = [row[0] for row in await driver.fetch("EXPLAIN " + statement, *params)]
-            out.append("\n".join([statement, *lines]))
+        out = [statement + "\n" + await explain(conn, statement, params)
+               for statement, params in captured]
     return result, "\n\n".join(out)
 
 

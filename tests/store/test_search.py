@@ -11,10 +11,11 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import delete, event, func, insert, select, update
+from sqlalchemy import delete, func, insert, select, update
 
 from node.store import search
 from node.store.tables import attempts, transactions
+from tests.store.statements import explain, statements_of
 from tests.store.test_desk_lookups import assert_no_scan, plans
 
 T0 = datetime(2026, 5, 4, 10, 0, tzinfo=UTC)
@@ -305,22 +306,10 @@ async def counted(engine, **kw) -> tuple[dict, str, tuple, str]:
     """``find(engine, **kw)`` on PostgreSQL, with the statement counting its facets, that
     statement's parameters and its plan, explained in the search's own transaction (its
     settings) but for a full scan, which a small table would get."""
-    captured = []
-
-    def grab(_conn, _cursor, statement, parameters, _context, _many):
-        if "count(*)" in statement:
-            captured.append((statement, parameters))
-
-    event.listen(engine.sync_engine, "before_cursor_execute", grab)
-    try:
-        async with engine.connect() as conn:
-            found = await search.search(conn, "lending", **kw)
-            [(statement, params)] = captured
-            driver = (await conn.get_raw_connection()).driver_connection
-            await driver.execute("SET LOCAL enable_seqscan = off")
-            plan = "\n".join(r[0] for r in await driver.fetch("EXPLAIN " + statement, *params))
-    finally:
-        event.remove(engine.sync_engine, "before_cursor_execute", grab)
+    async with statements_of(engine) as seen, engine.connect() as conn:
+        found = await search.search(conn, "lending", **kw)
+        [(statement, params)] = [(s, p) for s, p in seen if "count(*)" in s]
+        plan = await explain(conn, statement, params)
     return found, statement, params, plan
 
 
