@@ -8,7 +8,10 @@ messages, write the history, apply the effects.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import enum
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields, is_dataclass
+from datetime import date, datetime
 from typing import Any, Generic, TypeVar
 
 from .protocol.messages import BusinessMessage
@@ -61,3 +64,59 @@ class StaffActionInvalid(ValueError):
         self.problems = dict(problems)
         listed = "; ".join(f"{name}: {text}" for name, text in self.problems.items())
         super().__init__(f"{action}: {listed}" if action else listed)
+
+
+# -- states as JSON, and changed copies of them ------------------------------------------
+# Both run several times for every message a node stores, so each class's work (its
+# field names, how to write it) is looked up once, not on every call.
+
+_PLAIN = frozenset((str, int, float, bool, type(None)))  # exact types: a str Enum is not plain
+_WRITERS: dict[type, Callable[[Any], Any]] = {}
+_INIT_FIELDS: dict[type, tuple[str, ...]] = {}
+
+
+def to_json_value(value: Any) -> Any:
+    """``value`` as JSON data: a dataclass as an object of its fields, an enum as its
+    value, a date or datetime in ISO 8601, a Decimal as a string, a tuple as a list."""
+    kind = type(value)
+    if kind in _PLAIN:
+        return value
+    writer = _WRITERS.get(kind)
+    if writer is None:
+        writer = _WRITERS[kind] = _writer_for(kind)
+    return writer(value)
+
+
+def _writer_for(kind: type) -> Callable[[Any], Any]:
+    if is_dataclass(kind):
+        names = tuple(f.name for f in fields(kind))
+
+        def write_dataclass(value: Any) -> dict[str, Any]:
+            out = {}
+            for name in names:
+                item = getattr(value, name)
+                out[name] = item if type(item) in _PLAIN else to_json_value(item)
+            return out
+        return write_dataclass
+    if issubclass(kind, enum.Enum):
+        return lambda value: value.value
+    if issubclass(kind, (datetime, date)):
+        return kind.isoformat
+    if issubclass(kind, (list, tuple)):
+        return lambda value: [item if type(item) in _PLAIN else to_json_value(item)
+                              for item in value]
+    if issubclass(kind, Mapping):
+        return lambda value: {str(key): item if type(item) in _PLAIN else to_json_value(item)
+                              for key, item in value.items()}
+    return str  # Decimal, and anything else a detail may hold
+
+
+def evolve(value: S, **changes: Any) -> S:
+    """``dataclasses.replace`` without its walk over the field objects on every call."""
+    kind = type(value)
+    names = _INIT_FIELDS.get(kind)
+    if names is None:
+        names = _INIT_FIELDS[kind] = tuple(f.name for f in fields(kind) if f.init)
+    kwargs = {name: getattr(value, name) for name in names}
+    kwargs.update(changes)
+    return kind(**kwargs)

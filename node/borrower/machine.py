@@ -30,12 +30,20 @@ import re
 import types
 import typing
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields, is_dataclass, replace
+from dataclasses import dataclass, field, fields, is_dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
 
-from ..machine import Effect, HistoryEntry, Result, StaffActionError, StaffActionInvalid
+from ..machine import (
+    Effect,
+    HistoryEntry,
+    Result,
+    StaffActionError,
+    StaffActionInvalid,
+    evolve,
+    to_json_value,
+)
 from ..protocol.codes import (
     OPEN_LISTS,
     Action,
@@ -436,7 +444,7 @@ class BorrowingRequest:
         }
 
     def to_json(self) -> dict[str, Any]:
-        return _encode(self)
+        return to_json_value(self)
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> BorrowingRequest:
@@ -532,7 +540,7 @@ class StaffAction:
             value = getattr(self, key)
             if value is None or value == ():
                 continue
-            out[key] = _encode(value)
+            out[key] = to_json_value(value)
         return out
 
 
@@ -610,7 +618,7 @@ class _Out:
 
     def log(self, event: str, summary: str, /, **detail: Any) -> None:
         self.history.append(
-            HistoryEntry(event=event, actor=self.actor, summary=summary, detail=_encode(detail))
+            HistoryEntry(event=event, actor=self.actor, summary=summary, detail=to_json_value(detail))
         )
 
     def effect(self, kind: str, /, **detail: Any) -> None:
@@ -763,8 +771,8 @@ def _partner_version(ctx: BorrowingContext, symbol: str) -> Version:
 
 def _set_entry(req: BorrowingRequest, index: int, **changes: Any) -> BorrowingRequest:
     entries = list(req.rota)
-    entries[index] = replace(entries[index], **changes)
-    return replace(req, rota=tuple(entries))
+    entries[index] = evolve(entries[index], **changes)
+    return evolve(req, rota=tuple(entries))
 
 
 def _close_entry(req: BorrowingRequest, ctx: BorrowingContext, state: EntryState,
@@ -778,7 +786,7 @@ def _notice(req: BorrowingRequest, out: _Out, event: str, text: str) -> Borrowin
     # staff and the patron-notices listing see it; "notice" names which notice it was.
     out.effect("patron_notice", patron_id=req.form.patron_id, public_id=req.public_id,
                notice=event, text=text)
-    return replace(req, patron_notices=req.patron_notices + (
+    return evolve(req, patron_notices=req.patron_notices + (
         PatronNotice(at=out.ctx.now, event=event, text=text),))
 
 
@@ -786,7 +794,7 @@ def _message(req: BorrowingRequest, ctx: BorrowingContext, direction: str, text:
              *, partner: str | None = None, read: bool = False) -> BorrowingRequest:
     msg = PartnerMessage(at=ctx.now, partner=partner or req.partner or "", direction=direction,
                          text=text, read=read)
-    return replace(req, messages=req.messages + (msg,))
+    return evolve(req, messages=req.messages + (msg,))
 
 
 def _items(req: BorrowingRequest, out: _Out, status: str) -> None:
@@ -827,7 +835,7 @@ def _charge(req: BorrowingRequest, out: _Out, costs: tuple[Money, ...],
         out.effect("charge", amount=cost.amount, currency=cost.currency, reason=reason,
                    partner=partner, public_id=req.public_id)
     out.log("charge", f"{partner} charges " + ", ".join(map(str, costs)) + f" ({reason})")
-    return replace(req, charges=req.charges + tuple(charges))
+    return evolve(req, charges=req.charges + tuple(charges))
 
 
 # -- the rota: sending and moving on ------------------------------------------------------------
@@ -842,7 +850,7 @@ def _send_request(req: BorrowingRequest, ctx: BorrowingContext, out: _Out, index
     hours = _hours(ctx)
     req = _set_entry(req, index, state=EntryState.ACTIVE, attempt_request_id=rari,
                      sent_at=ctx.now, answered_at=None)
-    req = replace(
+    req = evolve(
         req,
         active=index,
         attempts=req.attempts + (Attempt(seq=seq, partner=symbol, request_id=rari,
@@ -867,7 +875,7 @@ def _send_request(req: BorrowingRequest, ctx: BorrowingContext, out: _Out, index
 
 def _advance(req: BorrowingRequest, ctx: BorrowingContext, out: _Out) -> BorrowingRequest:
     """Ask the next partner in the rota, or end the request as unfilled."""
-    req = replace(req, pending_cancel=None, pending_renew=None, retry=None, answer_by=None)
+    req = evolve(req, pending_cancel=None, pending_renew=None, retry=None, answer_by=None)
     while True:
         index = rota_mod.next_pending(req.rota)
         if index is None:
@@ -888,7 +896,7 @@ def _advance(req: BorrowingRequest, ctx: BorrowingContext, out: _Out) -> Borrowi
     if not asked and req.rota:
         reason = "no partner in the rota could be asked"
     out.log("unfilled", f"Unfilled: {reason}")
-    return replace(req, state=S.UNFILLED, active=None, end_reason=reason, lender_status=None)
+    return evolve(req, state=S.UNFILLED, active=None, end_reason=reason, lender_status=None)
 
 
 # -- partner closures learned from notes -------------------------------------------------------
@@ -1002,23 +1010,23 @@ def _consider_offer(req: BorrowingRequest, msg: SupplyingAgencyMessage, ctx: Bor
     current = req.open_offer
     if offer is None:
         if current is not None:
-            return replace(req, state=S.CONDITIONAL, prior=resume)
-        return replace(req, state=resume, prior=None)
+            return evolve(req, state=S.CONDITIONAL, prior=resume)
+        return evolve(req, state=resume, prior=None)
     if current is not None:  # add to the open offer
-        offer = replace(
+        offer = evolve(
             current,
             loan_conditions=tuple(dict.fromkeys(current.loan_conditions + offer.loan_conditions)),
             costs=offer.costs or current.costs,
             note=offer.note or current.note,
         )
-        req = replace(req, conditions=req.conditions[:-1] + (offer,))
+        req = evolve(req, conditions=req.conditions[:-1] + (offer,))
     else:
-        req = replace(req, conditions=req.conditions + (offer,))
+        req = evolve(req, conditions=req.conditions + (offer,))
     described = ", ".join(list(offer.loan_conditions) + [f"costs {c}" for c in offer.costs])
     if not offer.loan_conditions and _costs_acceptable(offer.costs, req, ctx):
-        accepted = replace(offer, answer="accepted", answered_at=ctx.now, answered_by="system",
+        accepted = evolve(offer, answer="accepted", answered_at=ctx.now, answered_by="system",
                            answer_note="within the patron's maximum fee")
-        req = replace(req, conditions=req.conditions[:-1] + (accepted,), state=resume,
+        req = evolve(req, conditions=req.conditions[:-1] + (accepted,), state=resume,
                       prior=None)
         out.send.append(_ram(req, ctx, Action.NOTIFICATION,
                              _accept_message("costs within the patron's maximum fee")))
@@ -1027,15 +1035,15 @@ def _consider_offer(req: BorrowingRequest, msg: SupplyingAgencyMessage, ctx: Bor
         return req
     out.log("conditional", f"{req.partner} sets conditions: {described}",
             conditions=list(offer.loan_conditions), costs=[str(c) for c in offer.costs])
-    return replace(req, state=S.CONDITIONAL, prior=resume)
+    return evolve(req, state=S.CONDITIONAL, prior=resume)
 
 
 def _supersede_offer(req: BorrowingRequest, ctx: BorrowingContext, why: str) -> BorrowingRequest:
     offer = req.open_offer
     if offer is None:
         return req
-    done = replace(offer, answer="superseded", answered_at=ctx.now, answer_note=why)
-    return replace(req, conditions=req.conditions[:-1] + (done,))
+    done = evolve(offer, answer="superseded", answered_at=ctx.now, answer_note=why)
+    return evolve(req, conditions=req.conditions[:-1] + (done,))
 
 
 # -- RECV handlers ---------------------------------------------------------------------------------
@@ -1072,7 +1080,7 @@ def _shipped(req: BorrowingRequest, msg: SAM, ctx: BorrowingContext,
     info = msg.delivery_info
     due = msg.status_info.due_date
     req = _close_entry(req, ctx, EntryState.SUPPLIED, None)
-    req = replace(
+    req = evolve(
         req, state=S.SHIPPED, item_at=S.SHIPPED, due_date=due, pending_cancel=None, prior=None,
         answer_by=None,
         delivery=Delivery(
@@ -1102,20 +1110,20 @@ def _recv_loaned_again(req, msg: SAM, ctx, out):
     if state in (S.OVERDUE, S.RECALLED):
         state = req.item_at or S.SHIPPED
         out.log("loaned_again", f"{req.partner} reports the item on loan again")
-    return replace(req, due_date=due, state=state)
+    return evolve(req, due_date=due, state=state)
 
 
 def _recv_overdue(req, msg: SAM, ctx, out):
     due = msg.status_info.due_date or req.due_date
-    req = replace(req, due_date=due)
+    req = evolve(req, due_date=due)
     if req.state is S.RETURNED_TO_PARTNER:
         out.log("overdue_crossed", f"{req.partner} reports the item overdue; it is already "
                 "on its way back")
         return req
     if req.state is S.RENEW_REQUESTED:
         assert req.pending_renew is not None
-        return replace(req, pending_renew=replace(req.pending_renew, prior=S.OVERDUE))
-    req = replace(req, state=S.OVERDUE)
+        return evolve(req, pending_renew=evolve(req.pending_renew, prior=S.OVERDUE))
+    req = evolve(req, state=S.OVERDUE)
     out.log("overdue", f"{req.partner} reports the item overdue (due {_day(due)})")
     if req.item_at is S.ON_LOAN:
         req = _notice(req, out, "overdue",
@@ -1125,15 +1133,15 @@ def _recv_overdue(req, msg: SAM, ctx, out):
 
 def _recv_recalled(req, msg: SAM, ctx, out):
     due = msg.status_info.due_date or req.due_date
-    req = replace(req, due_date=due)
+    req = evolve(req, due_date=due)
     if req.state is S.RETURNED_TO_PARTNER:
         out.log("recall_crossed", f"{req.partner} recalls the item; it is already on its way")
         return req
     if req.state is S.RENEW_REQUESTED:
         assert req.pending_renew is not None
-        req = replace(req, pending_renew=replace(req.pending_renew, prior=S.RECALLED))
+        req = evolve(req, pending_renew=evolve(req.pending_renew, prior=S.RECALLED))
     else:
-        req = replace(req, state=S.RECALLED)
+        req = evolve(req, state=S.RECALLED)
     out.log("recalled", f"{req.partner} recalls the item, return by {_day(due)}")
     if req.item_at is S.ON_LOAN:
         req = _notice(req, out, "recalled",
@@ -1214,7 +1222,7 @@ def _recv_retry_possible(req, msg: SAM, ctx, out):
                                 f"retry possible ({text}); moved on: {why}")
     req = _supersede_offer(req, ctx, "the lender answered retry possible")
     req = _close_entry(req, ctx, EntryState.RETRY, f"retry on {_day(plan.at)}: {text}")
-    req = replace(req, retry=plan, state=S.RETRY_WAIT, answer_by=None)
+    req = evolve(req, retry=plan, state=S.RETRY_WAIT, answer_by=None)
     out.log("retry_planned", f"Retry with {req.partner} planned for {_day(plan.at)}",
             at=plan.at)
     if plan.at <= ctx.now:
@@ -1248,7 +1256,7 @@ def _recv_copy_completed(req, msg: SAM, ctx, out):
         method=info.delivery_method.value if info and info.delivery_method else None,
         note=note,
     )
-    req = replace(req, delivery=delivery, pending_cancel=None, answer_by=None,
+    req = evolve(req, delivery=delivery, pending_cancel=None, answer_by=None,
                   end_reason="copy delivered")
     out.log("copy_delivered", f"{req.partner} delivered the copy"
             + (f" at {delivery.url}" if delivery.url else ""))
@@ -1264,7 +1272,7 @@ def _recv_loan_completed(req, msg: SAM, ctx, out):
                        f"{req.state.label}")
     _items(req, out, "removed")
     out.log("completed", f"{req.partner} checked the item in: loan complete")
-    return replace(req, end_reason="loan completed", pending_renew=None)
+    return evolve(req, end_reason="loan completed", pending_renew=None)
 
 
 def _lender_costs(msg: SAM) -> tuple[Money, ...]:
@@ -1280,7 +1288,7 @@ def _recv_completed_without_return(req, msg: SAM, ctx, out):
     _items(req, out, "removed")
     out.log("completed_without_return", f"{req.partner} closed the loan without return"
             + (f": {note}" if note else ""))
-    return replace(req, end_reason=CLOSED_WITHOUT_RETURN, pending_renew=None)
+    return evolve(req, end_reason=CLOSED_WITHOUT_RETURN, pending_renew=None)
 
 
 def _recv_charges_after_closing(req, msg: SAM, ctx, out):
@@ -1301,7 +1309,7 @@ def _recv_renew_yes(req, msg: SAM, ctx, out):
     state = pending.prior
     if state in (S.OVERDUE, S.RECALLED):
         state = req.item_at or S.ON_LOAN
-    req = replace(req, due_date=new_due, pending_renew=None, state=state,
+    req = evolve(req, due_date=new_due, pending_renew=None, state=state,
                   renewals=req.renewals + (record,))
     out.log("renewed", f"{req.partner} renewed the loan until {_day(new_due)}", due_date=new_due)
     _items(req, out, req.state.value)
@@ -1322,7 +1330,7 @@ def _recv_renew_no(req, msg: SAM, ctx, out):
     elif status is Status.OVERDUE:
         state = S.OVERDUE
     due = msg.status_info.due_date or req.due_date
-    req = replace(req, pending_renew=None, state=state, due_date=due,
+    req = evolve(req, pending_renew=None, state=state, due_date=due,
                   renewals=req.renewals + (record,))
     req = _message(req, ctx, "in", f"Renewal refused by {req.partner}"
                    + (f": {note}" if note else ""))
@@ -1334,7 +1342,7 @@ def _recv_renew_no(req, msg: SAM, ctx, out):
 def _cancelled(req: BorrowingRequest, ctx: BorrowingContext, out: _Out,
                pending: CancelRequest) -> BorrowingRequest:
     reason = pending.reason or "cancelled"
-    req = replace(req, state=S.CANCELLED, pending_cancel=None, answer_by=None, retry=None,
+    req = evolve(req, state=S.CANCELLED, pending_cancel=None, answer_by=None, retry=None,
                   end_reason=f"cancelled: {reason}")
     out.log("cancelled", f"Request cancelled ({reason})")
     if pending.notify_patron:
@@ -1360,7 +1368,7 @@ def _recv_cancel_no(req, msg: SAM, ctx, out):
     pending = req.pending_cancel
     assert pending is not None
     note = _clean(msg.message_info.note)
-    req = replace(req, pending_cancel=None, state=pending.prior)
+    req = evolve(req, pending_cancel=None, state=pending.prior)
     req = _message(req, ctx, "in", f"{req.partner} refused to cancel"
                    + (f": {note}" if note else ""))
     out.log("cancel_refused", f"{req.partner} refused to cancel" + (f": {note}" if note else ""))
@@ -1389,7 +1397,7 @@ def _staff_receive(req, action: StaffAction, ctx, out):
     req = _supersede_offer(req, ctx, "the item arrived")
     if req.state is not S.SHIPPED:  # arrived before the lender's Loaned
         req = _close_entry(req, ctx, EntryState.SUPPLIED, None)
-    req = replace(req, barcodes=action.barcodes, state=state, item_at=state, prior=None,
+    req = evolve(req, barcodes=action.barcodes, state=state, item_at=state, prior=None,
                   answer_by=None)
     out.send.append(_ram(req, ctx, Action.RECEIVED, action.note))
     volumes = len(action.barcodes)
@@ -1403,7 +1411,7 @@ def _staff_receive(req, action: StaffAction, ctx, out):
 
 
 def _staff_on_hold(req, action, ctx, out):
-    req = replace(req, item_at=S.ON_HOLD)
+    req = evolve(req, item_at=S.ON_HOLD)
     _items(req, out, "on_hold")
     out.log("on_hold", f"On the hold shelf at {req.form.pickup_location}")
     return _notice(req, out, "on_hold", f"{_title(req)} is ready for pickup at "
@@ -1411,7 +1419,7 @@ def _staff_on_hold(req, action, ctx, out):
 
 
 def _staff_loan_to_patron(req, action, ctx, out):
-    req = replace(req, item_at=S.ON_LOAN)
+    req = evolve(req, item_at=S.ON_LOAN)
     _items(req, out, "on_loan")
     out.log("loaned_to_patron", f"Loaned to patron {req.form.patron_id}, due "
             f"{_day(req.due_date)}")
@@ -1419,14 +1427,14 @@ def _staff_loan_to_patron(req, action, ctx, out):
 
 
 def _staff_patron_return(req, action, ctx, out):
-    req = replace(req, item_at=S.RETURNED_BY_PATRON)
+    req = evolve(req, item_at=S.RETURNED_BY_PATRON)
     _items(req, out, "returned_by_patron")
     out.log("returned_by_patron", "The patron returned the item")
     return req
 
 
 def _staff_return_to_partner(req, action, ctx, out):
-    req = replace(req, item_at=S.RETURNED_TO_PARTNER)
+    req = evolve(req, item_at=S.RETURNED_TO_PARTNER)
     out.send.append(_ram(req, ctx, Action.SHIPPED_RETURN, action.note))
     _items(req, out, "returned_to_partner")
     out.log("returned_to_partner", f"Item sent back to {req.partner}")
@@ -1436,7 +1444,7 @@ def _staff_return_to_partner(req, action, ctx, out):
 def _staff_renew(req, action, ctx, out):
     wish = f"Renewal requested until {action.due_date.isoformat()}." if action.due_date else None
     note = " ".join(x for x in (wish, action.note) if x) or None
-    req = replace(req, pending_renew=RenewRequest(asked_at=ctx.now, asked_by=out.actor,
+    req = evolve(req, pending_renew=RenewRequest(asked_at=ctx.now, asked_by=out.actor,
                                                   prior=req.state, note=note))
     out.send.append(_ram(req, ctx, Action.RENEW, note))
     out.log("renew_requested", f"Renewal asked of {req.partner}")
@@ -1454,7 +1462,7 @@ def _staff_cancel(req, action: StaffAction, ctx, out):
             req = _close_entry(req, ctx, EntryState.CANCELLED, f"cancelled: {reason}")
         return _cancelled(req, ctx, out, pending)
     note = reason + (f": {action.note}" if action.note else "")
-    req = replace(req, pending_cancel=pending, state=S.CANCEL_REQUESTED)
+    req = evolve(req, pending_cancel=pending, state=S.CANCEL_REQUESTED)
     out.send.append(_ram(req, ctx, Action.CANCEL, note))
     out.log("cancel_requested", f"Cancellation asked of {req.partner}: {note}")
     return req
@@ -1467,7 +1475,7 @@ def _staff_cancel_partner(req, action: StaffAction, ctx, out):
         return _advance(req, ctx, out)
     pending = CancelRequest(kind="partner", asked_at=ctx.now, asked_by=out.actor,
                             prior=req.state, note=action.note)
-    req = replace(req, pending_cancel=pending, state=S.CANCEL_REQUESTED)
+    req = evolve(req, pending_cancel=pending, state=S.CANCEL_REQUESTED)
     out.send.append(_ram(req, ctx, Action.CANCEL, action.note))
     out.log("cancel_partner", f"Cancellation asked of {req.partner}, to move on in the rota")
     return req
@@ -1476,13 +1484,13 @@ def _staff_cancel_partner(req, action: StaffAction, ctx, out):
 def _staff_condition_answer(req, action: StaffAction, ctx, out):
     offer = req.open_offer
     assert offer is not None
-    answered = replace(offer, answer="accepted" if action.accept else "rejected",
+    answered = evolve(offer, answer="accepted" if action.accept else "rejected",
                        answered_at=ctx.now, answered_by=out.actor, answer_note=action.note)
-    req = replace(req, conditions=req.conditions[:-1] + (answered,))
+    req = evolve(req, conditions=req.conditions[:-1] + (answered,))
     if action.accept:
         out.send.append(_ram(req, ctx, Action.NOTIFICATION, _accept_message(action.note)))
         out.log("accepted_conditions", f"Conditions of {req.partner} accepted")
-        return replace(req, state=req.prior or _resume_state(req.lender_status), prior=None)
+        return evolve(req, state=req.prior or _resume_state(req.lender_status), prior=None)
     out.send.append(_ram(req, ctx, Action.CANCEL,
                          "REJECT" + (f": {action.note}" if action.note else "")))
     out.log("refused_conditions", f"Conditions of {req.partner} refused; moving on")
@@ -1511,13 +1519,13 @@ def _staff_note(req, action: StaffAction, ctx, out):
     if not action.note:
         raise StaffActionError("note needs its text")
     out.log("note", f"Note: {action.note}")
-    return replace(req, notes=req.notes + (Note(at=ctx.now, author=out.actor,
+    return evolve(req, notes=req.notes + (Note(at=ctx.now, author=out.actor,
                                                 text=action.note or ""),))
 
 
 def _staff_mark_read(req, action, ctx, out):
     out.log("marked_read", "Messages marked as read")
-    return replace(req, messages=tuple(replace(m, read=True) for m in req.messages))
+    return evolve(req, messages=tuple(evolve(m, read=True) for m in req.messages))
 
 
 def _staff_lost(req, action: StaffAction, ctx, out):
@@ -1528,7 +1536,7 @@ def _staff_lost(req, action: StaffAction, ctx, out):
         out.send.append(_ram(req, ctx, Action.NOTIFICATION, text + "; please send your charges"))
     _items(req, out, "lost")
     out.log("lost", f"Reported lost to {req.partner}")
-    return replace(req, end_reason="lost", pending_renew=None)
+    return evolve(req, end_reason="lost", pending_renew=None)
 
 
 def _staff_rerequest(req, action: StaffAction, ctx, out):
@@ -1551,9 +1559,9 @@ def _staff_rerequest(req, action: StaffAction, ctx, out):
     new = [e for e in rota_mod.entries_for(symbols, partners=ctx.partners,
                                            closed_partners=ctx.closed_partners, today=ctx.today)
            if e.symbol.casefold() not in waiting]
-    req = replace(req, rota=req.rota + tuple(new))
+    req = evolve(req, rota=req.rota + tuple(new))
     if action.note:
-        req = replace(req, notes=req.notes + (Note(at=ctx.now, author=out.actor,
+        req = evolve(req, notes=req.notes + (Note(at=ctx.now, author=out.actor,
                                                    text=action.note),))
     out.log("rerequest", "Re-request" + (f" to {', '.join(e.symbol for e in new)}" if new else ""))
     result = _advance(req, ctx, out)
@@ -1569,7 +1577,7 @@ def _with_active_kept(req: BorrowingRequest, entries: list[RotaEntry]) -> Borrow
     active = None
     if rari is not None:
         active = next(i for i, e in enumerate(entries) if e.attempt_request_id == rari)
-    return replace(req, rota=tuple(entries), active=active)
+    return evolve(req, rota=tuple(entries), active=active)
 
 
 def _staff_rota_move(req, action: StaffAction, ctx, out):
@@ -1735,7 +1743,7 @@ def apply(tx: BorrowingRequest, inp: BorrowingInput, event: Any, *, ctx: Borrowi
         tx = _record_sam(tx, inp, event, ctx, out)
     new = handler(tx, event, ctx, out)
     if next_state is not None:
-        new = replace(new, state=next_state)
+        new = evolve(new, state=next_state)
     if new.state is not tx.state:
         out.log("state", f"{tx.state.label} -> {new.state.label}", old=tx.state.value,
                 new=new.state.value)
@@ -1834,7 +1842,7 @@ def _record_sam(req: BorrowingRequest, inp: BorrowingInput, msg: SupplyingAgency
     if status is not None and inp not in (I.RECV_NOTIFICATION, I.RECV_STATUS_REQUEST_RESPONSE,
                                           I.RECV_CANCEL_RESPONSE_NO):
         changes["lender_status"] = status.value
-    req = replace(req, **changes)
+    req = evolve(req, **changes)
     if req.active is not None and req.rota[req.active].state is EntryState.ACTIVE:
         req = _set_entry(req, req.active, answered_at=ctx.now)
     note = _clean(msg.message_info.note)
@@ -1976,26 +1984,6 @@ def delivery_failed(tx: BorrowingRequest, *, kind: str, error: str, ctx: Borrowi
 
 
 # -- JSON codec (exact round trip) -------------------------------------------------------------
-
-
-def _encode(value: Any) -> Any:
-    if value is None or isinstance(value, (bool, int, float, str)) and not isinstance(
-        value, enum.Enum
-    ):
-        return value
-    if isinstance(value, enum.Enum):
-        return value.value
-    if isinstance(value, (datetime, date)):
-        return value.isoformat()
-    if isinstance(value, Decimal):
-        return str(value)
-    if is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _encode(getattr(value, f.name)) for f in fields(value)}
-    if isinstance(value, Mapping):
-        return {str(k): _encode(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_encode(v) for v in value]
-    return str(value)
 
 
 _HINT_CACHE: dict[type, dict[str, Any]] = {}

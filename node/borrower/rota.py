@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
-from ..machine import StaffActionError
+from ..machine import StaffActionError, evolve
 
 
 class EntryState(str, enum.Enum):
@@ -340,7 +340,7 @@ def remove_entry(
     """
     index = _pending_index(rota, symbol)
     out = list(rota)
-    out[index] = replace(out[index], state=EntryState.REMOVED, note=note or "removed by staff")
+    out[index] = evolve(out[index], state=EntryState.REMOVED, note=note or "removed by staff")
     return out
 
 

@@ -33,12 +33,20 @@ import sys
 import types
 import typing
 from collections.abc import Callable, Mapping
-from dataclasses import MISSING, dataclass, fields, is_dataclass, replace
+from dataclasses import MISSING, dataclass, fields, is_dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any, ClassVar, Protocol
 
-from ..machine import Effect, HistoryEntry, Result, StaffActionError, StaffActionInvalid
+from ..machine import (
+    Effect,
+    HistoryEntry,
+    Result,
+    StaffActionError,
+    StaffActionInvalid,
+    evolve,
+    to_json_value,
+)
 from ..protocol.codes import (
     OPEN_LISTS,
     Action,
@@ -362,42 +370,14 @@ class LendingTransaction:
         }
 
     def to_json(self) -> dict[str, Any]:
-        return _dump(self)
+        return to_json_value(self)
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> LendingTransaction:
         return _load(cls, data, "transaction")
 
 
-# -- JSON for frozen dataclasses ---------------------------------------------------
-
-
-_PLAIN = frozenset((str, int, float, bool, type(None)))  # exact types: a str Enum is not plain
-_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
-
-
-def _dump(value: Any) -> Any:
-    # Runs for every request stored (its state), so the common cases come first and a
-    # dataclass's field names are looked up once per class.
-    kind = type(value)
-    if kind in _PLAIN:
-        return value
-    names = _FIELD_NAMES.get(kind)
-    if names is None and is_dataclass(kind):
-        names = _FIELD_NAMES[kind] = tuple(f.name for f in fields(kind))
-    if names is not None:
-        return {name: _dump(getattr(value, name)) for name in names}
-    if isinstance(value, enum.Enum):
-        return value.value
-    if isinstance(value, (datetime, date)):
-        return value.isoformat()
-    if isinstance(value, Decimal):
-        return str(value)
-    if isinstance(value, (tuple, list)):
-        return [_dump(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _dump(v) for k, v in value.items()}
-    return value
+# -- states from JSON (to JSON: node.machine.to_json_value) ----------------------------
 
 
 _HINTS: dict[type, dict[str, Any]] = {}
@@ -525,7 +505,7 @@ class StaffAction:
         return f"staff:{self.by}" if self.by else "staff"
 
     def to_json(self) -> dict[str, Any]:
-        return {"action": self.NAME, **_dump(self)}
+        return {"action": self.NAME, **to_json_value(self)}
 
     @staticmethod
     def from_json(data: Mapping[str, Any]) -> StaffAction:
@@ -787,7 +767,7 @@ def _answer_reason(tx: LendingTransaction) -> ReasonForMessage:
 
 
 def _entry(event: str, actor: str, summary: str, **detail: Any) -> HistoryEntry:
-    return HistoryEntry(event=event, actor=actor, summary=summary, detail=_dump(detail))
+    return HistoryEntry(event=event, actor=actor, summary=summary, detail=to_json_value(detail))
 
 
 def _peer(tx: LendingTransaction) -> str:
@@ -834,7 +814,7 @@ def _with_note(tx: LendingTransaction, ctx: LendingContext, action: str, note: s
     """Keep a partner's note as unread."""
     if not note or not note.strip():
         return tx
-    return replace(tx, unread=tx.unread + (PartnerNote(at=ctx.now, action=action, note=note),))
+    return evolve(tx, unread=tx.unread + (PartnerNote(at=ctx.now, action=action, note=note),))
 
 
 # -- the Request --------------------------------------------------------------------
@@ -969,7 +949,7 @@ def _on_request(tx: LendingTransaction, data: tuple[Request, LocateResult | None
                 f"requestingAgencyRequestId {tx.requesting_request_id} is already in use; "
                 "only a Retry request may reuse it after RetryPossible",
             )
-        tx = replace(
+        tx = evolve(
             tx, request=details_of(msg), answered=False, conditions=(), conditions_note=None,
             conditions_accepted=None, pending_cancel=None, pending_renew=None, located=None,
         )
@@ -983,7 +963,7 @@ def _on_request(tx: LendingTransaction, data: tuple[Request, LocateResult | None
                request_type=tx.request.request_type)
     ]
     located = _located_of(result)
-    tx = replace(tx, located=located)
+    tx = evolve(tx, located=located)
     if result is not None:
         history.append(_entry("located", "system", result.reason or result.outcome,
                               outcome=result.outcome, matched_on=result.matched_on,
@@ -999,7 +979,7 @@ def _on_request(tx: LendingTransaction, data: tuple[Request, LocateResult | None
                               f"Answered {status.value}" + (f": {note}" if note else "."),
                               status=status.value, **{k: v for k, v in kw.items() if v}))
         effects = _pull_slip(tx) if state is S.WILL_SUPPLY else ()
-        return Result(state=replace(tx, state=state), send=(message,), history=tuple(history),
+        return Result(state=evolve(tx, state=state), send=(message,), history=tuple(history),
                       effects=effects)
 
     today = ctx.now.date()
@@ -1022,7 +1002,7 @@ def _on_request(tx: LendingTransaction, data: tuple[Request, LocateResult | None
         why = ("automatic answers are off" if not policy.auto_answer
                else "no holdings lookup was made")
         history.append(_entry("awaiting_staff", "system", f"Waiting for staff ({why})."))
-        return Result(state=replace(tx, state=S.RECEIVED), history=tuple(history))
+        return Result(state=evolve(tx, state=S.RECEIVED), history=tuple(history))
     outcome = result.outcome
     if outcome == "available":
         found = S.EXPECT_TO_SUPPLY if policy.found_status == "ExpectToSupply" else S.WILL_SUPPLY
@@ -1065,7 +1045,7 @@ def _on_status_request(tx, msg, ctx, target):
 
 def _on_received(tx, msg, ctx, target):
     return Result(
-        state=_with_note(replace(tx, received_at=ctx.now), ctx, "Received", msg.note),
+        state=_with_note(evolve(tx, received_at=ctx.now), ctx, "Received", msg.note),
         history=(_entry("partner_received", _peer(tx), "The borrower received the item.",
                         note=msg.note),),
     )
@@ -1073,7 +1053,7 @@ def _on_received(tx, msg, ctx, target):
 
 def _on_shipped_return(tx, msg, ctx, target):
     return Result(
-        state=_with_note(replace(tx, return_shipped_at=ctx.now), ctx, "ShippedReturn", msg.note),
+        state=_with_note(evolve(tx, return_shipped_at=ctx.now), ctx, "ShippedReturn", msg.note),
         history=(_entry("partner_shipped_return", _peer(tx),
                         "The borrower shipped the item back; check it in when it arrives.",
                         note=msg.note),),
@@ -1100,7 +1080,7 @@ def _on_notification(tx, msg, ctx, target):
 
 
 def _on_conditions_accepted(tx, msg, ctx, target):
-    tx = replace(tx, conditions_accepted=True)
+    tx = evolve(tx, conditions_accepted=True)
     return Result(
         state=_with_note(tx, ctx, "Notification", msg.note),
         history=(_entry("conditions_accepted", _peer(tx),
@@ -1115,7 +1095,7 @@ def _on_conditions_rejected(tx, msg, ctx, target):
     message = _message(tx, ctx, reason=ReasonForMessage.STATUS_CHANGE, status=Status.CANCELLED,
                        note=note)
     return Result(
-        state=_with_note(replace(tx, conditions_accepted=False), ctx, "Notification", msg.note),
+        state=_with_note(evolve(tx, conditions_accepted=False), ctx, "Notification", msg.note),
         send=(message,),
         history=(_entry("conditions_rejected", _peer(tx),
                         "The borrower rejected the conditions; request cancelled.",
@@ -1127,7 +1107,7 @@ def _cancel_answer(tx, ctx, yes: bool, note: str | None, actor: str) -> Result[L
     status = Status.CANCELLED if yes else tx.status
     message = _message(tx, ctx, reason=ReasonForMessage.CANCEL_RESPONSE, status=status,
                        answer=YesNo.Y if yes else YesNo.N, note=note)
-    new = replace(tx, pending_cancel=None, state=S.CANCELLED if yes else tx.state)
+    new = evolve(tx, pending_cancel=None, state=S.CANCELLED if yes else tx.state)
     summary = "Cancel accepted." if yes else f"Cancel refused (status {tx.status.value})."
     return Result(state=new, send=(message,),
                   history=(_entry("cancel_answered", actor, summary, answer=yes, note=note),))
@@ -1140,13 +1120,13 @@ def _on_cancel(tx, msg, ctx, target):
     if tx.state is S.CONDITIONAL or (tx.state in BEFORE_SHIPPING and ctx.policy.auto_cancel):
         result = _cancel_answer(tx, ctx, True, None, "system")
     elif tx.state in BEFORE_SHIPPING:
-        pending = replace(tx, pending_cancel=Pending(at=ctx.now, note=msg.note))
+        pending = evolve(tx, pending_cancel=Pending(at=ctx.now, note=msg.note))
         return Result(state=pending, history=(
             _entry("cancel_requested", _peer(tx), "The borrower asks to cancel; staff to answer.",
                    note=msg.note),))
     else:
         result = _cancel_answer(tx, ctx, False, "The item has already been shipped.", "system")
-    return replace(result, history=(
+    return evolve(result, history=(
         _entry("cancel_requested", _peer(tx), "The borrower asks to cancel.", note=msg.note),
     ) + result.history)
 
@@ -1163,7 +1143,7 @@ def _renew_answer(tx, ctx, due: date | None, note: str | None, actor: str):
     if due is not None:
         message = _message(tx, ctx, reason=ReasonForMessage.RENEW_RESPONSE, status=Status.LOANED,
                            answer=YesNo.Y, due_date=due, note=note)
-        new = replace(tx, due_date=due, renewals=tx.renewals + 1, pending_renew=None,
+        new = evolve(tx, due_date=due, renewals=tx.renewals + 1, pending_renew=None,
                       state=S.SHIPPED)
         return Result(state=new, send=(message,),
                       history=(_entry("renewed", actor, f"Renewed until {due.isoformat()}.",
@@ -1171,7 +1151,7 @@ def _renew_answer(tx, ctx, due: date | None, note: str | None, actor: str):
                       effects=_item_effects(tx.shipped_barcodes, "on_loan", due))
     message = _message(tx, ctx, reason=ReasonForMessage.RENEW_RESPONSE, status=tx.status,
                        answer=YesNo.N, due_date=tx.due_date, note=note)
-    return Result(state=replace(tx, pending_renew=None), send=(message,),
+    return Result(state=evolve(tx, pending_renew=None), send=(message,),
                   history=(_entry("renew_refused", actor, "Renewal refused.", note=note),))
 
 
@@ -1183,9 +1163,9 @@ def _on_renew(tx, msg, ctx, target):
     elif ctx.policy.auto_renew:
         result = _renew_answer(tx, ctx, _renewed_due(tx, ctx), None, "system")
     else:
-        return Result(state=replace(tx, pending_renew=Pending(at=ctx.now, note=msg.note)),
+        return Result(state=evolve(tx, pending_renew=Pending(at=ctx.now, note=msg.note)),
                       history=(asked,))
-    return replace(result, history=(asked,) + result.history)
+    return evolve(result, history=(asked,) + result.history)
 
 
 def _on_lost(tx, msg, ctx, target):
@@ -1236,7 +1216,7 @@ def _staff_add_conditions(tx, action: AddConditions, ctx, target):
     message, entry = _status_answer(tx, ctx, action, Status.WILL_SUPPLY, "sent_conditions",
                                     f"Conditions offered: {names}.", note=note,
                                     offered_costs=_costs(action.cost), delivery=delivery)
-    new = replace(tx, conditions=tuple(c.value for c in codes), conditions_note=action.note,
+    new = evolve(tx, conditions=tuple(c.value for c in codes), conditions_note=action.note,
                   conditions_accepted=None)
     return Result(state=new, send=(message,), history=(entry,))
 
@@ -1256,7 +1236,7 @@ def _staff_reject(tx, action: Reject, ctx, target):
                                     f"Unfilled ({reason})" + (f": {action.note}" if action.note
                                                               else "."),
                                     note=action.note, reason_unfilled=reason)
-    return Result(state=replace(tx, pending_cancel=None), send=(message,), history=(entry,))
+    return Result(state=evolve(tx, pending_cancel=None), send=(message,), history=(entry,))
 
 
 def _staff_retry_possible(tx, action: OfferRetry, ctx, target):
@@ -1271,7 +1251,7 @@ def _staff_retry_possible(tx, action: OfferRetry, ctx, target):
         retry_before=_start_of(action.retry_before) if action.retry_before else None,
         offered_costs=_costs(action.cost),
     )
-    return Result(state=replace(tx, pending_cancel=None), send=(message,), history=(entry,))
+    return Result(state=evolve(tx, pending_cancel=None), send=(message,), history=(entry,))
 
 
 def _staff_ship(tx, action: Ship, ctx, target):
@@ -1296,7 +1276,7 @@ def _staff_ship(tx, action: Ship, ctx, target):
         f"Shipped {', '.join(barcodes)} by {method.value}, due {due.isoformat()}.",
         note=note, due_date=due, delivery=delivery,
     )
-    new = replace(tx, shipped_barcodes=barcodes, due_date=due, shipped_at=ctx.now,
+    new = evolve(tx, shipped_barcodes=barcodes, due_date=due, shipped_at=ctx.now,
                   delivery_method=method.value, pending_cancel=None)
     effects = _item_effects(barcodes, "on_loan", due)
     if action.cost is not None:
@@ -1328,7 +1308,7 @@ def _staff_deliver_copy(tx, action: DeliverCopy, ctx, target):
         effects = (Effect(kind="charge", detail={"amount": str(action.cost.amount),
                                                  "currency": action.cost.currency,
                                                  "reason": "copy"}),)
-    return Result(state=replace(tx, pending_cancel=None, delivery_method=method.value),
+    return Result(state=evolve(tx, pending_cancel=None, delivery_method=method.value),
                   send=(message,), history=(entry,), effects=effects)
 
 
@@ -1353,7 +1333,7 @@ def _staff_check_in(tx, action: CheckIn, ctx, target):
     message = _message(tx, ctx, reason=ReasonForMessage.STATUS_CHANGE,
                        status=Status.LOAN_COMPLETED, note=action.note)
     return Result(
-        state=replace(tx, pending_renew=None), send=(message,),
+        state=evolve(tx, pending_renew=None), send=(message,),
         history=(_entry("checked_in", action.actor,
                         f"Checked in {', '.join(tx.shipped_barcodes) or 'the item'}; "
                         "loan completed.",
@@ -1381,7 +1361,7 @@ def _staff_lost(tx, action: MarkLost, ctx, target):
     message = _message(tx, ctx, reason=ReasonForMessage.STATUS_CHANGE,
                        status=Status.COMPLETED_WITHOUT_RETURN, note=note, delivery=delivery)
     return Result(
-        state=replace(tx, charges=charges, pending_renew=None), send=(message,),
+        state=evolve(tx, charges=charges, pending_renew=None), send=(message,),
         history=(_entry("marked_" + what, action.actor, note or what,
                         charge=action.charge, note=action.note),),
         effects=effects,
@@ -1406,7 +1386,7 @@ def _staff_recall(tx, action: Recall, ctx, target):
                        note=action.note or "Please return the item as soon as possible.",
                        due_date=due)
     return Result(
-        state=replace(tx, due_date=due, pending_renew=None, recalled_at=ctx.now), send=(message,),
+        state=evolve(tx, due_date=due, pending_renew=None, recalled_at=ctx.now), send=(message,),
         history=(_entry("recalled", action.actor,
                         "Recalled" + (f", due {due.isoformat()}." if due else "."),
                         due_date=due, note=action.note),),
@@ -1427,14 +1407,14 @@ def _staff_note(tx, action: AddNote, ctx, target):
     if not action.text.strip():
         raise StaffActionError("note: the text is empty")
     by = action.by or "staff"
-    return Result(state=replace(tx, notes=tx.notes + (InternalNote(at=ctx.now, by=by,
+    return Result(state=evolve(tx, notes=tx.notes + (InternalNote(at=ctx.now, by=by,
                                                                    text=action.text),)),
                   history=(_entry("note", action.actor, action.text),))
 
 
 def _staff_mark_read(tx, action: MarkRead, ctx, target):
     count = len(tx.unread)
-    return Result(state=replace(tx, unread=()),
+    return Result(state=evolve(tx, unread=()),
                   history=(_entry("marked_read", action.actor,
                                   f"{count} partner message(s) marked read."),))
 
@@ -1549,7 +1529,7 @@ def step(tx: LendingTransaction, input_: LendingInput, data: Data, *,
     result = handler(tx, data, ctx, target)
     new = result.state
     if target is not None:
-        new = replace(new, state=target)
+        new = evolve(new, state=target)
     updates: dict[str, Any] = {"updated_at": ctx.now}
     if result.send:
         last = result.send[-1].status_info.status
@@ -1559,7 +1539,7 @@ def step(tx: LendingTransaction, input_: LendingInput, data: Data, *,
         if any(m.message_info.reason_for_message is ReasonForMessage.REQUEST_RESPONSE
                for m in result.send):
             updates["answered"] = True
-    return replace(result, state=replace(new, **updates))
+    return evolve(result, state=evolve(new, **updates))
 
 
 # -- the public entry points -------------------------------------------------------------
