@@ -24,7 +24,7 @@ from .borrower.form import FormError
 from .config import Closure
 from .machine import StaffActionError, StaffActionInvalid
 from .service import NotFound
-from .store import outbox_repo, repo
+from .store import borrowing_repo, outbox_repo, repo
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -211,11 +211,10 @@ async def patron_create(request: web.Request) -> web.Response:
 
 async def patron_requests(request: web.Request) -> web.Response:
     node = _node(request)
+    patron = request.match_info["patron_id"]
     async with node.engine.connect() as conn:
-        found = await repo.search(conn, "borrowing", q=request.match_info["patron_id"],
-                                  limit=_int(request, "limit", 50))
-    found["requests"] = [r for r in found["requests"]
-                         if r["patron_id"] == request.match_info["patron_id"]]
+        found = await repo.search(conn, "borrowing", limit=_int(request, "limit", 50),
+                                  extra=[borrowing_repo.patron_filter(patron)])
     return _json({"requests": found["requests"]})
 
 

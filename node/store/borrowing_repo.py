@@ -14,7 +14,15 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from . import tables as t
 from .lending_repo import with_barcode_clauses
-from .search import same_text
+from .search import Identifies, same_text
+
+
+def patron_filter(patron_id: str) -> Identifies:
+    """``search(..., extra=[...])``'s filter for one patron's requests: the id exactly as
+    given (another patron's may differ only in case), looked up in its lower() index."""
+    tx = t.transactions
+    return Identifies(select(tx.c.id).where(same_text(tx.c.patron_id, patron_id),
+                                            tx.c.patron_id == patron_id))
 
 
 async def by_lender_request_id(conn: AsyncConnection, lender_request_id: str

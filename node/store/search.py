@@ -8,9 +8,9 @@ Every page is an index range read, newest first by ``(updated_at, id)``:
   ``?barcode=``) is read like an identifier below: the matches looked up, then sorted;
 - ``q`` is first taken as an identifier, by indexed equalities: our public id, the
   requesting and supplying request ids, a borrowing attempt's request id, the patron id,
-  an item barcode (``request_barcodes``); the barcode and the supplying request id in
-  any case, as the desk's scans (migration 0004's ``lower(...)`` indexes), our public
-  id in lower case too.  When nothing has that identifier, as title words (every
+  an item barcode (``request_barcodes``); each in any case, through indexes on
+  ``lower(...)`` (migrations 0004 and 0005), as the desk's scans; our public id
+  (upper case) typed in lower case too.  When nothing has that identifier, as title words (every
   word; the last one as a prefix) through full text: FTS5 (``transactions_fts``) on
   SQLite, the GIN index on ``to_tsvector('simple', title)`` on PostgreSQL.  Up to
   :data:`COUNT_LIMIT` matches are read from those indexes and sorted; with more
@@ -128,16 +128,16 @@ def decode_cursor(cursor: str) -> tuple[datetime, int]:
 
 
 def _identifier_ids(q: str):
-    """Ids of the requests that have ``q`` as an identifier: one indexed equality each;
-    in any case where an index on ``lower(...)`` serves it, as for the desk's scans."""
+    """Ids of the requests that have ``q`` as an identifier, in any case: one indexed
+    equality each, as for the desk's scans."""
     tx, at, rb = t.transactions, t.attempts, t.request_barcodes
     return union(
         # Our ids are upper case (new_public_id); staff may type them in lower.
         select(tx.c.id).where(tx.c.public_id.in_(sorted({q, q.upper()}))),
-        select(tx.c.id).where(tx.c.requesting_request_id == q),
+        select(tx.c.id).where(same_text(tx.c.requesting_request_id, q)),
         select(tx.c.id).where(same_text(tx.c.supplying_request_id, q)),
-        select(tx.c.id).where(tx.c.patron_id == q),
-        select(at.c.transaction_id).where(at.c.requesting_request_id == q),
+        select(tx.c.id).where(same_text(tx.c.patron_id, q)),
+        select(at.c.transaction_id).where(same_text(at.c.requesting_request_id, q)),
         select(rb.c.transaction_id).where(same_text(rb.c.barcode, q)),
     )
 

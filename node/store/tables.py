@@ -142,9 +142,7 @@ transactions = Table(
     Index(None, "role", "updated_at", "id"),
     Index("ix_transactions_needs_attention", "role", "updated_at", "id",
           sqlite_where=text("needs_attention = 1"), postgresql_where=text("needs_attention")),
-    Index(None, "requesting_request_id"),
     Index(None, "supplying_request_id"),
-    Index(None, "patron_id"),
     Index(None, "next_timer_at"),
     Index(None, "duplicate_key"),
     # The desk's case-insensitive lookups (migration 0004): the partner filter, newest
@@ -152,6 +150,11 @@ transactions = Table(
     Index("ix_transactions_lower_partner_role_updated_at_id",
           func.lower(text("partner")), "role", "updated_at", "id"),
     Index("ix_transactions_lower_supplying_request_id", func.lower(text("supplying_request_id"))),
+    # Staff search by the requester's request id or the patron id, in any case (migration
+    # 0005: they replace the plain indexes, so inserting a request costs no more).
+    Index("ix_transactions_lower_requesting_request_id",
+          func.lower(text("requesting_request_id"))),
+    Index("ix_transactions_lower_patron_id", func.lower(text("patron_id"))),
 )
 
 attempts = Table(
@@ -170,6 +173,8 @@ attempts = Table(
     Column("created_at", UTCDateTime(), nullable=False),
     UniqueConstraint("requesting_request_id"),
     UniqueConstraint("transaction_id", "seq"),
+    # Staff search by the id we gave a lender, in any case (migration 0005).
+    Index("ix_attempts_lower_requesting_request_id", func.lower(text("requesting_request_id"))),
 )
 
 # Kept by triggers (migration 0003, node/store/search.py), not by the service code:

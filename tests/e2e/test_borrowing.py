@@ -748,8 +748,14 @@ async def test_possible_duplicate_is_flagged(net):
     assert flagged and flagged[0]["duplicate_of"] == first["id"]
     other_patron = await create(borrower, {**BOOK, "patron_id": "P-999"})
     assert "possible_duplicate" not in events(other_patron)
+    other_case = await create(borrower, {**BOOK, "patron_id": "p-100"})  # someone else too
     code, mine = await borrower.api("GET", "/api/patron/P-100/requests")
     assert {r["id"] for r in mine["requests"]} == {first["id"], second["id"]}
+    code, theirs = await borrower.api("GET", "/api/patron/p-100/requests")
+    assert [r["id"] for r in theirs["requests"]] == [other_case["id"]]
+    # Staff find all three by the patron id typed in any case.
+    code, found = await borrower.api("GET", "/api/borrowing/requests?q=p-100")
+    assert {r["id"] for r in found["requests"]} == {first["id"], second["id"], other_case["id"]}
 
 
 # -- the borrowing desk: receive by the lender's id, return by barcode --------------------

@@ -193,6 +193,29 @@ async def test_q_finds_a_barcode_our_id_and_a_supplying_request_id_in_any_case(m
     assert_no_scan(plan, "transactions", "request_barcodes", "attempts")
 
 
+async def test_q_finds_both_request_ids_and_the_patron_id_in_any_case(migrated_engine):
+    async with migrated_engine.begin() as conn:
+        await add(conn, 1)
+        b = await add(conn, 2, role="borrowing", status="sent", patron_id="Pat-7x")
+        await add(conn, 3, role="borrowing", status="sent", patron_id="PAT-8")
+        await conn.execute(insert(attempts).values(
+            transaction_id=b, seq=1, partner="ISIL:XX-P2", requesting_request_id="Req-0002-1",
+            created_at=T0))
+    assert ids(await find(migrated_engine, q=" req-0001 ")) == ["L-0001"]
+    assert ids(await find(migrated_engine, "borrowing", q="pat-7X")) == ["B-0002"]
+    assert ids(await find(migrated_engine, "borrowing", q="REQ-0002-1")) == ["B-0002"]
+    assert ids(await find(migrated_engine, "borrowing", q="pat-")) == []  # no partial matches
+
+    # Through the lower(...) indexes of migration 0005, never a scan.
+    for q, role, index in (("req-0001", "lending", "ix_transactions_lower_requesting_request_id"),
+                           ("pat-8", "borrowing", "ix_transactions_lower_patron_id"),
+                           ("req-0002-1", "borrowing", "ix_attempts_lower_requesting_request_id")):
+        found, plan = await plans(migrated_engine, lambda c: search.search(c, role, q=q))
+        assert len(found["requests"]) == 1, q
+        assert index in plan, plan
+        assert_no_scan(plan, "transactions", "attempts", "request_barcodes")
+
+
 async def test_q_finds_title_words(migrated_engine):
     async with migrated_engine.begin() as conn:
         await add(conn, 1, title="Introduction to Quantum Physics")
