@@ -55,9 +55,11 @@ def cmd_import(args: argparse.Namespace) -> int:
         print(f"{args.file}: nothing to import", file=sys.stderr)
         return 1
     counts = asyncio.run(_store(config.node.database_url, report.records, args.replace))
+    removed = f", {counts['removed']} removed" if args.replace else ""
     print(f"{args.file}: imported {counts['records']} records with {counts['items']} items"
-          f" ({'replacing' if args.replace else 'merged into'} the holdings); "
-          f"{len(report.problems)} skipped")
+          f" ({'replacing' if args.replace else 'merged into'} the holdings:"
+          f" {counts['written']} new or changed, {counts['records'] - counts['written']}"
+          f" unchanged{removed}); {len(report.problems)} skipped")
     return 0
 
 
@@ -67,10 +69,10 @@ async def _store(url: str, records, replace: bool) -> dict[str, int]:
     engine = db.create_engine(url)
     try:
         await db.check_migrated(engine)
-        async with engine.begin() as conn:
-            counts = await holdings_repo.import_records(
-                conn, records, replace=replace, now=datetime.now(timezone.utc))
-        # After the import's commit, so that a failing ANALYZE cannot undo it.
+        # In steps, so that a node serving from the same SQLite file goes on meanwhile.
+        counts = await holdings_repo.import_in_steps(
+            engine, records, replace=replace, now=datetime.now(timezone.utc))
+        # After the import's commits, so that a failing ANALYZE cannot undo them.
         async with engine.begin() as conn:
             await holdings_repo.analyze(conn)
         return counts

@@ -7,6 +7,7 @@ equality match; the pure matching itself is ``node.supplier.locate``.
 
 from __future__ import annotations
 
+import asyncio
 from collections import defaultdict
 from datetime import datetime
 from typing import Any
@@ -27,7 +28,7 @@ from sqlalchemy import (
     union,
     union_all,
 )
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ..supplier.locate import (
     HoldingsItem,
@@ -64,41 +65,141 @@ def _identifier_rows(record: HoldingsRecord) -> list[dict]:
     return [{"record_id": record.record_id, "kind": k, "value": v} for k, v in sorted(rows)]
 
 
+#: Records written per transaction by :func:`import_in_steps`: each step holds SQLite's
+#: write lock for a fraction of a second, so a serving node's writes go on in between.
+IMPORT_STEP = 1000
+#: Seconds :func:`import_in_steps` lets go of the database between steps: a waiting
+#: node tries for the lock every few milliseconds (node/store/sqlite_inline.py).
+STEP_PAUSE = 0.01
+#: Records deleted per statement.
+_DELETE_CHUNK = 500
+
+
 async def import_records(conn: AsyncConnection, records: list[HoldingsRecord], *,
                          replace: bool, now: datetime) -> dict[str, int]:
-    """Load records and their items. ``replace``: the file is the whole catalogue;
-    otherwise merge: records in the file replace their earlier versions, others stay."""
+    """Load records and their items in the caller's transaction. ``replace``: the file is
+    the whole catalogue; otherwise merge: records in the file replace their earlier
+    versions, others stay. Returns the counts of :func:`import_in_steps`."""
+    counts = await _write_records(conn, records, now)
+    counts["removed"] = 0
     if replace:
-        for table in _TABLES:
-            await conn.execute(delete(table))
-    else:
-        ids = [r.record_id for r in records]
-        for chunk in _chunks(ids, 500):
-            await conn.execute(delete(t.holdings_records).where(
-                t.holdings_records.c.record_id.in_(chunk)))
-    record_rows, identifier_rows, item_rows = [], [], []
-    for r in records:
-        record_rows.append(dict(
-            record_id=r.record_id, title=r.title, author=r.author,
-            title_key=title_key(r.title), author_key=author_key(r.author),
-            updated_at=now,
-        ))
-        identifier_rows.extend(_identifier_rows(r))
-        item_rows.extend(dict(
-            record_id=r.record_id, barcode=i.barcode, call_number=i.call_number,
-            location=i.location, status=i.status, due_date=i.due_date, updated_at=now,
-        ) for i in r.items)
-    if not replace and item_rows:
-        # A barcode moving to another record: the file is right.
-        for chunk in _chunks([i["barcode"] for i in item_rows], 500):
-            await conn.execute(delete(t.holdings_items).where(
-                t.holdings_items.c.barcode.in_(chunk)))
-    for table, rows in ((t.holdings_records, record_rows),
-                        (t.holdings_identifiers, identifier_rows),
-                        (t.holdings_items, item_rows)):
+        gone = await _not_in(conn, {r.record_id for r in records})
+        for chunk in _chunks(gone, _DELETE_CHUNK):
+            counts["removed"] += await _delete_records(conn, chunk)
+    return counts
+
+
+async def import_in_steps(engine: AsyncEngine, records: list[HoldingsRecord], *,
+                          replace: bool, now: datetime, step: int = IMPORT_STEP
+                          ) -> dict[str, int]:
+    """:func:`import_records`, committed ``step`` records at a time, so that a node serving
+    from the same SQLite file is never locked out for long (a whole catalogue in one
+    transaction held the write lock for a minute per million items, and partners got 503
+    meanwhile). Each record is replaced whole in one step, so auto-locate always sees a
+    record's old version or its new one; with ``replace``, the records no longer in the
+    file go last. Records stored exactly as the file has them are not written again: a
+    nightly refresh writes what changed. Interrupted, it leaves some records updated and
+    the rest as they were; running it again finishes the job."""
+    counts = {"records": 0, "items": 0, "written": 0, "removed": 0}
+    for n, chunk in enumerate(_chunks(records, step), 1):
+        async with engine.begin() as conn:
+            done = await _write_records(conn, chunk, now)
+        for key, value in done.items():
+            counts[key] += value
+        if n & (n - 1) == 0:
+            # PostgreSQL: as the tables grow from few rows, statistics that still say
+            # "few" make each step's lookups read whole tables (quadratic time).
+            async with engine.begin() as conn:
+                await analyze(conn)
+        await asyncio.sleep(STEP_PAUSE)
+    if replace:
+        async with engine.connect() as conn:
+            gone = await _not_in(conn, {r.record_id for r in records})
+        for chunk in _chunks(gone, step):
+            async with engine.begin() as conn:
+                for part in _chunks(chunk, _DELETE_CHUNK):
+                    counts["removed"] += await _delete_records(conn, part)
+            await asyncio.sleep(STEP_PAUSE)
+    return counts
+
+
+def _rows_of(record: HoldingsRecord, now: datetime) -> tuple[dict, list[dict], list[dict]]:
+    """A record's rows in the three holdings tables."""
+    record_row = dict(record_id=record.record_id, title=record.title, author=record.author,
+                      title_key=title_key(record.title), author_key=author_key(record.author),
+                      updated_at=now)
+    item_rows = [dict(record_id=record.record_id, barcode=i.barcode,
+                      call_number=i.call_number, location=i.location, status=i.status,
+                      due_date=i.due_date, updated_at=now) for i in record.items]
+    return record_row, _identifier_rows(record), item_rows
+
+
+def _same_as_stored(rows: tuple[dict, list[dict], list[dict]], stored: dict[str, Any]) -> bool:
+    record_row, identifier_rows, item_rows = rows
+    return stored["record"] == (record_row["title"], record_row["author"]) and (
+        stored["identifiers"] == {(r["kind"], r["value"]) for r in identifier_rows}) and (
+        stored["items"] == {(r["barcode"], r["call_number"], r["location"], r["status"],
+                             r["due_date"]) for r in item_rows})
+
+
+async def _stored(conn: AsyncConnection, record_ids: list[str]) -> dict[str, dict[str, Any]]:
+    """The stored versions of these records, in the form :func:`_same_as_stored` compares."""
+    stored: dict[str, dict[str, Any]] = {}
+    rows = await conn.execute(select(_records.c.record_id, _records.c.title, _records.c.author)
+                              .where(_records.c.record_id.in_(record_ids)))
+    for r in rows:
+        stored[r.record_id] = {"record": (r.title, r.author), "identifiers": set(), "items": set()}
+    if not stored:
+        return stored
+    found = list(stored)
+    for r in await conn.execute(select(_ident.c.record_id, _ident.c.kind, _ident.c.value)
+                                .where(_ident.c.record_id.in_(found))):
+        stored[r.record_id]["identifiers"].add((r.kind, r.value))
+    for r in await conn.execute(
+            select(_items.c.record_id, _items.c.barcode, _items.c.call_number,
+                   _items.c.location, _items.c.status, _items.c.due_date)
+            .where(_items.c.record_id.in_(found))):
+        stored[r.record_id]["items"].add(
+            (r.barcode, r.call_number, r.location, r.status, r.due_date))
+    return stored
+
+
+async def _write_records(conn: AsyncConnection, records: list[HoldingsRecord], now: datetime
+                         ) -> dict[str, int]:
+    """Store these records (a few thousand at most), each replacing its stored version
+    unless that is the same already."""
+    stored: dict[str, dict[str, Any]] = {}
+    for chunk in _chunks([r.record_id for r in records], _DELETE_CHUNK):
+        stored.update(await _stored(conn, chunk))
+    changed = [rows for rows in (_rows_of(r, now) for r in records)
+               if rows[0]["record_id"] not in stored
+               or not _same_as_stored(rows, stored[rows[0]["record_id"]])]
+    for chunk in _chunks([rows[0]["record_id"] for rows in changed if rows[0]["record_id"]
+                          in stored], _DELETE_CHUNK):
+        await _delete_records(conn, chunk)
+    item_rows = [item for rows in changed for item in rows[2]]
+    # A barcode moving to another record: the file is right.
+    for chunk in _chunks([i["barcode"] for i in item_rows], _DELETE_CHUNK):
+        await conn.execute(delete(_items).where(_items.c.barcode.in_(chunk)))
+    for table, rows in ((_records, [rows[0] for rows in changed]),
+                        (_ident, [i for rows in changed for i in rows[1]]),
+                        (_items, item_rows)):
         for chunk in _chunks(rows, 1000):
             await conn.execute(insert(table), chunk)
-    return {"records": len(record_rows), "items": len(item_rows)}
+    return {"records": len(records), "items": sum(len(r.items) for r in records),
+            "written": len(changed)}
+
+
+async def _not_in(conn: AsyncConnection, keep: set[str]) -> list[str]:
+    """The stored records' ids that are not in ``keep``."""
+    rows = await conn.execute(select(_records.c.record_id))
+    return [record_id for (record_id,) in rows if record_id not in keep]
+
+
+async def _delete_records(conn: AsyncConnection, record_ids: list[str]) -> int:
+    """Delete these records; their identifiers and items go with them (ON DELETE CASCADE)."""
+    result = await conn.execute(delete(_records).where(_records.c.record_id.in_(record_ids)))
+    return result.rowcount
 
 
 async def analyze(conn: AsyncConnection) -> None:

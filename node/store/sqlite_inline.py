@@ -10,22 +10,29 @@ each waiting behind the HTTP handlers queued meanwhile.
 What it gives up would be the loop itself while SQLite waits for a lock held by
 another connection (the CLI's, in another process): so the connection waits for
 no lock on the loop's thread (its busy timeout is 0), and a call that finds the
-database locked is run again on aiosqlite's thread, waiting there up to
-``BUSY_TIMEOUT_MS`` while the loop serves the rest (and whoever holds the lock
-in this process, if anyone, can finish).  SQLite has not run a statement that
-failed busy, so running it again is safe.  With ONE connection for the node,
+database locked is run again on aiosqlite's thread, tried every
+``RETRY_SECONDS`` for up to ``BUSY_TIMEOUT_MS`` while the loop serves the rest
+(and whoever holds the lock in this process, if anyone, can finish).  SQLite
+has not run a statement that failed busy, so running it again is safe.  It is
+tried that often rather than with SQLite's own busy handler, which sleeps up to
+100 ms between tries: a process writing in steps (``holdings import``) takes the
+lock again within a millisecond of letting it go, and the node would find it
+taken at every try until the handler gives up.  With ONE connection for the node,
 nothing else of the node's waits on its calls that did not before.
 """
 
 from __future__ import annotations
 
 import sqlite3
+import time
 from functools import partial
 
 import aiosqlite
 
 # How long a call waits for another connection's lock before "database is locked".
 BUSY_TIMEOUT_MS = 5000
+# How often it tries meanwhile.
+RETRY_SECONDS = 0.002
 
 
 class InlineConnection(aiosqlite.Connection):
@@ -40,12 +47,16 @@ class InlineConnection(aiosqlite.Connection):
         return await super()._execute(self._waiting, fn, *args, **kwargs)
 
     def _waiting(self, fn, *args, **kwargs):
-        """On aiosqlite's thread: ``fn`` with SQLite's busy handler on meanwhile."""
-        self._conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-        try:
-            return fn(*args, **kwargs)
-        finally:
-            self._conn.execute("PRAGMA busy_timeout=0")
+        """On aiosqlite's thread: ``fn``, tried again while the database is locked."""
+        deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+        while True:
+            try:
+                return fn(*args, **kwargs)
+            except sqlite3.OperationalError as exc:
+                if exc.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY or (
+                        time.monotonic() >= deadline):
+                    raise
+            time.sleep(RETRY_SECONDS)
 
 
 def connect(database: str, *, iter_chunk_size: int = 64, **kwargs) -> InlineConnection:

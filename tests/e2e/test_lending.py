@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import sys
 import textwrap
 from dataclasses import replace
 from datetime import date, datetime, timedelta
@@ -296,6 +297,34 @@ async def test_auto_answers_from_the_holdings(net):
 
     code, found = await lender.api("GET", "/api/lending/requests?status=UNFILLED")
     assert code == 200 and found["total"] == 2 and found["facets"]["WILL_SUPPLY"] == 2
+
+
+async def test_the_node_answers_at_once_while_a_big_holdings_import_runs(net, tmp_path):
+    """``holdings import`` commits a thousand records at a time, so a node serving from the
+    same SQLite file is never locked out for long: in one transaction, this import held
+    the write lock for seconds, and with a bigger catalogue for over the 5 s after which
+    the node answers 503."""
+    lender, borrower = await start(net)
+    big = tmp_path / "big.csv"
+    big.write_text("record_id,title,author,barcode,location,status\n" + "".join(
+        f"big{n},Big catalogue book {n},Author {n % 97},BIG-{n}-{copy},MAIN,available\n"
+        for n in range(60_000) for copy in (1, 2)))
+    importing = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "node.cli", "holdings", "import", str(big),
+        "--config", str(lender.directory / "config.toml"),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    waited = []
+    while importing.returncode is None and len(waited) < 40:
+        started = asyncio.get_running_loop().time()
+        await borrower.request(f"during-{len(waited)}", MOBY)  # confirmed OK
+        waited.append(asyncio.get_running_loop().time() - started)
+        await asyncio.sleep(0.1)
+    out, err = await importing.communicate()
+    assert importing.returncode == 0, err.decode()
+    assert "imported 60000 records with 120000 items" in out.decode()
+    assert len(waited) >= 5, waited  # the import took a while, and requests came meanwhile
+    assert max(waited) < 1.0, waited
+    assert len(await borrower.sams(len(waited))) == len(waited)  # and each was answered
 
 
 async def test_auto_answer_off_leaves_the_answer_to_staff(net):

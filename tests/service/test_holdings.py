@@ -104,13 +104,13 @@ def test_import_analyses_the_holdings_tables_on_postgresql(tmp_path, db_url):
                     return (await conn.exec_driver_sql(
                         "SELECT name FROM sqlite_master WHERE name LIKE 'sqlite_stat%'")).all()
                 return (await conn.exec_driver_sql(
-                    "SELECT relname, analyze_count, last_analyze IS NOT NULL"
+                    "SELECT relname, analyze_count > 0, last_analyze IS NOT NULL"
                     " FROM pg_stat_user_tables WHERE relname LIKE 'holdings_%'"
                     " ORDER BY relname")).all()
         finally:
             await engine.dispose()
 
     expected = [] if db_url.startswith("sqlite") else [
-        (name, 1, True) for name in ("holdings_identifiers", "holdings_items",
+        (name, True, True) for name in ("holdings_identifiers", "holdings_items",
                                      "holdings_records")]
     assert [tuple(row) for row in asyncio.run(statistics())] == expected
