@@ -27,6 +27,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 import aiohttp
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from . import auth as peer_auth
@@ -333,10 +334,13 @@ class Node:
             for inbound in batch:
                 inbound.done.cancel()
 
-    async def _store_batch(self, batch: list[_Inbound], *, together: bool = True) -> None:
+    async def _store_batch(self, batch: list[_Inbound], *, together: bool = True,
+                           again: bool = True) -> None:
         """Store a batch in arrival order, commit once, then answer each message.
         Nothing is confirmed before the COMMIT that stores it.  ``together``: its new
-        requests may be stored together (:meth:`_store_new_requests`)."""
+        requests may be stored together (:meth:`_store_new_requests`).  ``again``: if
+        another process stored one of its messages meanwhile (PostgreSQL), the batch is
+        stored once more, and that message gets the answer stored with it."""
         outcomes: list[bytes | Exception] = []
         try:
             async with self.engine.begin() as conn:
@@ -364,13 +368,20 @@ class Node:
                             raise
                         done[n] = exc
                 outcomes = [done[n] for n in range(len(batch))]
-                # A digest stored meanwhile by another process fails here, and so the
-                # batch: it is not confirmed, and its resend gets the stored answer.
                 await _write(conn, rows)
         except _TogetherFailed:
             log.exception("storing %d new requests together failed: one by one now", len(batch))
-            return await self._store_batch(batch, together=False)
+            return await self._store_batch(batch, together=False, again=again)
         except Exception as exc:  # nothing of the batch is stored (e.g. the COMMIT failed)
+            # A digest of the batch stored meanwhile by another process (PostgreSQL):
+            # its unique index refused the batch's write, or, alone, its machine the
+            # message (a request id taken...).
+            if again and isinstance(exc, (IntegrityError, ProtocolError)) and (
+                    self.engine.dialect.name == "postgresql") and (
+                    await self._stored_elsewhere(batch)):
+                log.info("a message of a batch of %d was stored meanwhile by another process:"
+                         " storing the batch again", len(batch))
+                return await self._store_batch(batch, together=together, again=False)
             outcomes = [exc] * len(batch)
         else:
             self._send(rows)
@@ -382,6 +393,16 @@ class Node:
             else:
                 inbound.done.set_result(outcome)
 
+    async def _stored_elsewhere(self, batch: list[_Inbound]) -> bool:
+        """Whether a message of ``batch`` is stored now (by another process)."""
+        try:
+            async with self.engine.connect() as conn:
+                return bool(await repo.confirmations_for_digests(
+                    conn, [inbound.digest for inbound in batch]))
+        except Exception:  # the database is down: the batch fails as it would have
+            log.exception("looking up a failed batch's messages failed")
+            return False
+
     async def _store_one(self, conn: AsyncConnection, inbound: _Inbound, closures,
                          answered: dict[str, bytes], rows: _Rows, *, savepoint: bool) -> bytes:
         """One message of a batch, in its own SAVEPOINT if ``savepoint`` so that its
@@ -391,15 +412,28 @@ class Node:
         if stored is not None:
             return stored  # the same message again: same answer, no change
         received = _received_row(inbound)
-        if savepoint:
-            own = _Rows(lease=rows.lease)
-            async with conn.begin_nested():
-                await self._dispatch(conn, inbound.message, inbound.now, closures, received, own)
-            rows.extend(own)
-        else:
-            await self._dispatch(conn, inbound.message, inbound.now, closures, received, rows)
-        answered[inbound.digest] = inbound.answer
-        return inbound.answer
+        answer = inbound.answer
+        try:
+            if savepoint:
+                own = _Rows(lease=rows.lease)
+                async with conn.begin_nested():
+                    await self._dispatch(conn, inbound.message, inbound.now, closures,
+                                         received, own)
+                rows.extend(own)
+            else:
+                await self._dispatch(conn, inbound.message, inbound.now, closures, received,
+                                     rows)
+        except ProtocolError:
+            # Refused, its savepoint undone, unless this very message was stored meanwhile
+            # by another process (PostgreSQL): then the first copy's answer.  (Alone, with
+            # no savepoint, _store_batch looks, and stores it again.)
+            stored = await repo.confirmations_for_digests(conn, [inbound.digest]) if (
+                savepoint and conn.dialect.name == "postgresql") else None
+            if not stored:
+                raise
+            answer = stored[inbound.digest]
+        answered[inbound.digest] = answer
+        return answer
 
     def _check_addressing(self, message: BusinessMessage):
         """The message must name us, and come from a partner we know."""

@@ -464,3 +464,51 @@ async def test_sigkill_mid_batches_loses_no_confirmed_message(tmp_path, db_url):
     finally:
         node.stop()
         await peer.stop()
+
+
+@pytest.mark.parametrize("case", ["request in a batch", "request alone",
+                                  "notification in a batch"])
+async def test_a_message_another_process_stored_meanwhile_gets_its_answer_and_the_batch_goes_on(
+        net, monkeypatch, case):
+    """PostgreSQL, several node processes: a partner's resend reached another process,
+    which stored it while this one's batch was open. Its machine refuses the copy (a
+    request id taken), or the batch's write meets the stored message's unique digest;
+    either way the copy gets the stored answer, and the rest of the batch is stored
+    (before, the copy got an ERROR, or the whole batch failed and got 503s)."""
+    lib, peer = await started(net)
+    if lib.node.engine.dialect.name == "sqlite":
+        pytest.skip("one node process per SQLite file: its one writer stores every message")
+    if case.startswith("notification"):
+        await lib.node.receive(writer.serialise(builders.request(PEER, lib.symbol, "both")))
+        both = writer.serialise(builders.action(PEER, lib.symbol, "both", Action.NOTIFICATION,
+                                                note="Is it on its way?"))
+    else:
+        both = writer.serialise(builders.request(PEER, lib.symbol, "both"))
+    batch = [both] if case.endswith("alone") else [
+        both, writer.serialise(builders.request(PEER, lib.symbol, "mine"))]
+    other = service.Node(lib.config, clock=net.clock, timer_interval_seconds=0.1)
+    await other.start()
+    real, theirs = repo.confirmations_for_digests, []
+
+    async def meanwhile(conn, digests):
+        found = await real(conn, digests)
+        if not theirs:  # our batch has read what is stored; the other process stores now
+            theirs.append(None)
+            theirs[0] = await other.receive(both)
+        return found
+
+    monkeypatch.setattr(repo, "confirmations_for_digests", meanwhile)
+    try:
+        answers = await asyncio.gather(*(lib.node.receive(b) for b in batch))
+    finally:
+        await other.stop()
+    assert status_of(theirs[0])[0] is MessageStatus.OK
+    assert answers[0] == theirs[0]  # the stored answer, not an error of a second copy
+    assert all(status_of(a)[0] is MessageStatus.OK for a in answers)
+    stored = await rows(lib, t.transactions)
+    assert sorted(r.requesting_request_id for r in stored) == sorted(
+        ["both", "mine"][:len(batch)])
+    # Each message stored once (the notification's request too).
+    received = await rows(lib, t.messages, t.messages.c.direction == "in")
+    assert len(received) == len(batch) + case.startswith("notification")
+    await peer.stop()
