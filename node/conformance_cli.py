@@ -98,4 +98,4 @@ def cmd_conformance(args: argparse.Namespace) -> int:
     if args.log_dir:
         write_logs(results, args.log_dir)
         print(f"every message in and out: {args.log_dir}/<check>.log")
-    return 1 if any(r.outcome == "FAIL" for r in results) else 0
+    return 1 if any(r.outcome in ("FAIL", "ERROR") for r in results) else 0

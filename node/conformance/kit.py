@@ -75,6 +75,11 @@ class CheckFailed(Exception):
         self.sent, self.got, self.expected = sent, got, expected
 
 
+class PeerUnreachable(CheckFailed):
+    """No connection to the peer at all (refused, no route, an unknown host): the check
+    has no verdict on the peer's conformance, and is reported as an ERROR."""
+
+
 class CheckSkipped(Exception):
     pass
 
@@ -559,6 +564,11 @@ class Ctx:
                                       ) as resp:
                 ex = Exchange(http_status=resp.status, content_type=resp.content_type,
                               body=await resp.read())
+        except aiohttp.ClientConnectorError as exc:  # nothing was sent
+            problem = f"cannot connect to the peer at {self.config.peer_url}: {exc}"
+            self.log.add("in", problem)
+            raise PeerUnreachable(problem, sent=title, got="no connection",
+                                  expected="the peer listening at its ISO 18626 URL") from None
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             ex = Exchange(http_status=None, content_type="", body=b"",
                           error=f"cannot reach the peer at {self.config.peer_url}: "

@@ -16,31 +16,40 @@ import aiohttp
 from lxml import etree
 
 from .checks import CHECKS, Check, select
-from .kit import CheckFailed, CheckLog, CheckSkipped, Ctx, KitConfig, KitServer, NodeApiDriver
+from .kit import (
+    CheckFailed,
+    CheckLog,
+    CheckSkipped,
+    Ctx,
+    KitConfig,
+    KitServer,
+    NodeApiDriver,
+    PeerUnreachable,
+)
 
 
 @dataclass
 class Result:
     name: str
     role: str
-    outcome: str  # PASS | FAIL | SKIP
+    outcome: str  # PASS | FAIL | SKIP | ERROR (no verdict: the peer unreachable, a kit bug)
     detail: str
     seconds: float
     log: CheckLog
     warnings: list[str] = field(default_factory=list)
-    # for a FAIL: what the kit sent, what came back, what ISO 18626 expects
+    # for a FAIL (or ERROR): what the kit sent, what came back, what ISO 18626 expects
     sent: str | None = None
     got: str | None = None
     expected: str | None = None
 
     def explanation(self) -> str:
-        """The FAIL's sent / got / expected lines (empty when there are none)."""
+        """A FAIL's or ERROR's sent / got / expected lines (empty when there are none)."""
         rows = [("we sent", self.sent), ("peer sent", self.got), ("expected", self.expected)]
         return "".join(f"     {label + ':':10} {text}\n" for label, text in rows if text)
 
     def line(self) -> str:
         text = f"{self.outcome} {self.name} — {self.detail}"
-        if self.outcome == "FAIL":
+        if self.outcome in ("FAIL", "ERROR"):
             text += ("\n" + self.explanation()).rstrip("\n")
         for w in self.warnings:
             text += f"\n     warning: {w}"
@@ -93,7 +102,7 @@ async def run_checks(config: KitConfig, *, listen: tuple[str, int], only: list[s
 
 
 #: A check's outcome as the summary and the JSON report name it.
-OUTCOMES = {"PASS": "passed", "FAIL": "failed", "SKIP": "skipped"}
+OUTCOMES = {"PASS": "passed", "FAIL": "failed", "SKIP": "skipped", "ERROR": "error"}
 
 
 def totals(results: list[Result]) -> dict[str, int]:
@@ -117,6 +126,8 @@ async def run_one(chk: Check, config: KitConfig, kit: KitServer, http, driver, k
         if ctx.notes:
             detail += " (" + "; ".join(ctx.notes) + ")"
         outcome = "PASS"
+    except PeerUnreachable as exc:  # no verdict on the peer
+        outcome, detail, failed = "ERROR", str(exc), exc
     except CheckFailed as exc:
         outcome, detail, failed = "FAIL", str(exc), exc
     except CheckSkipped as exc:
@@ -124,7 +135,7 @@ async def run_one(chk: Check, config: KitConfig, kit: KitServer, http, driver, k
     except TimeoutError:
         outcome, detail = "FAIL", f"the check did not finish within {config.timeout * 6:g} s"
     except Exception as exc:  # noqa: BLE001 - a kit bug must not hide the other checks
-        outcome, detail = "FAIL", f"kit error: {type(exc).__name__}: {exc}"
+        outcome, detail = "ERROR", f"kit error: {type(exc).__name__}: {exc}"
     finally:
         kit.log = None
     result = Result(name=chk.name, role=chk.role, outcome=outcome, detail=detail,
@@ -147,13 +158,17 @@ def junit_xml(results: list[Result], suite: str = "iso18626-conformance") -> byt
     root = etree.Element("testsuites")
     s = etree.SubElement(root, "testsuite", name=suite, tests=str(len(results)),
                          failures=str(sum(r.outcome == "FAIL" for r in results)),
-                         errors="0", skipped=str(sum(r.outcome == "SKIP" for r in results)),
+                         errors=str(sum(r.outcome == "ERROR" for r in results)),
+                         skipped=str(sum(r.outcome == "SKIP" for r in results)),
                          time=f"{sum(r.seconds for r in results):.3f}")
     for r in results:
         case = etree.SubElement(s, "testcase", classname=f"conformance.{r.role}", name=r.name,
                                 time=f"{r.seconds:.3f}")
         if r.outcome == "FAIL":
             etree.SubElement(case, "failure", message=r.detail).text = (
+                r.explanation() + "\n" + r.log.render())
+        elif r.outcome == "ERROR":
+            etree.SubElement(case, "error", message=r.detail).text = (
                 r.explanation() + "\n" + r.log.render())
         elif r.outcome == "SKIP":
             etree.SubElement(case, "skipped", message=r.detail)

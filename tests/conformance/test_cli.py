@@ -117,9 +117,30 @@ async def test_json_report_holds_the_run_each_check_and_the_totals(tmp_path):
     assert "sent" not in checks["confirmation-wellformed-valid"]
     assert checks["confirmation-wellformed-valid"]["duration_seconds"] > 0
     assert got["totals"] == {
-        "checks": 3, "passed": 1, "failed": 1, "skipped": 1,
+        "checks": 3, "passed": 1, "failed": 1, "skipped": 1, "error": 0,
         "duration_seconds": pytest.approx(sum(c["duration_seconds"] for c in checks.values()),
                                           abs=0.002)}
+
+
+async def test_a_peer_that_cannot_be_reached_is_an_error_not_a_failure(tmp_path):
+    """No verdict on a peer nobody listens for: ERROR in the text, the JSON (``error``)
+    and the JUnit report (an ``<error>``), and exit 1 as for a failure."""
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}/iso18626"
+    code, out = await run_cli(
+        "conformance", "--peer-url", dead, "--peer-symbol", "ISIL:SUP",
+        "--listen", f"127.0.0.1:{free_port()}", "--only", "confirmation-wellformed-valid",
+        "--json", str(tmp_path / "r.json"), "--junit", str(tmp_path / "j.xml"))
+    assert code == 1, out
+    assert f"ERROR confirmation-wellformed-valid — cannot connect to the peer at {dead}" in out
+    assert "peer sent: no connection" in out
+    assert "1 checks: 0 passed, 0 failed, 0 skipped, 1 error" in out
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["checks"][0]["outcome"] == "error"
+    assert report["totals"]["error"] == 1 and report["totals"]["failed"] == 0
+    junit = (tmp_path / "j.xml").read_text()
+    assert 'failures="0" errors="1"' in junit and "<error message=" in junit
 
 
 async def test_bad_version_option_is_refused():
