@@ -156,8 +156,14 @@ async function queueView(role, query) {
   const q = query.get("q") || "";
   const partner = query.get("partner") || "";
   const attention = query.get("attention") || "";
-  const offset = Number.parseInt(query.get("offset") || "0", 10) || 0;
-  const params = new URLSearchParams({ limit: PAGE, offset });
+  // Pages follow the API's cursors, so requests arriving meanwhile do not shift them:
+  // "cursor" is this page's, "back" the earlier pages' ("-" for the first), "at" how
+  // many rows come before this page (for the "51–100 of N" label only).
+  const cursor = query.get("cursor") || "";
+  const back = (query.get("back") || "").split(",").filter(Boolean);
+  const at = Number.parseInt(query.get("at") || "0", 10) || 0;
+  const params = new URLSearchParams({ limit: PAGE });
+  if (cursor) params.set("cursor", cursor);
   if (status) params.set("status", status);
   if (q) params.set("q", q);
   if (partner) params.set("partner", partner);
@@ -166,8 +172,8 @@ async function queueView(role, query) {
   const res = await call("GET", `/api/${role}/requests?${params}`);
   if (!still(role)) return;
   if (res.status === 401) return go("signin");
-  const state = { status, q, partner, attention, offset };
-  const link = (changes) => `#/${role}?${new URLSearchParams(Object.entries({ ...state, offset: 0, ...changes })
+  const state = { status, q, partner, attention };
+  const link = (changes) => `#/${role}?${new URLSearchParams(Object.entries({ ...state, ...changes })
     .filter(([, v]) => v !== "" && v !== 0 && v != null)).toString()}`;
 
   const search = h("form", { class: "filters", role: "search", onsubmit: (ev) => {
@@ -211,12 +217,15 @@ async function queueView(role, query) {
         "Patron", "Updated"].map((c) => h("th", { scope: "col" }, c)))),
       h("tbody", {}, rows))
     : h("p", { class: "empty" }, "No requests match.");
-  const from = data.total ? offset + 1 : 0;
-  const to = offset + data.requests.length;
+  const from = data.requests.length ? at + 1 : 0;
+  const to = at + data.requests.length;
+  const previous = back.length ? link({ cursor: back[back.length - 1] === "-" ? "" : back[back.length - 1],
+    back: back.slice(0, -1).join(","), at: Math.max(0, at - PAGE) }) : null;
   const pager = h("div", { class: "pager" },
     h("span", {}, `${from}–${to} of ${data.total}${data.total_exact === false ? "+" : ""}`),
-    offset > 0 ? h("a", { class: "btn", href: link({ offset: Math.max(0, offset - PAGE) }) }, "Previous") : null,
-    to < data.total ? h("a", { class: "btn", href: link({ offset: offset + PAGE }) }, "Next") : null);
+    previous ? h("a", { class: "btn", href: previous }, "Previous") : null,
+    data.next ? h("a", { class: "btn", href: link({ cursor: data.next,
+      back: [...back, cursor || "-"].join(","), at: to }) }, "Next") : null);
   show(
     h("div", { class: "page-head" }, title(heading),
       role === "borrowing" && mayAct("borrowing") ? h("a", { class: "btn primary", href: "#/borrowing/new" }, "New request") : null,

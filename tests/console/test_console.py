@@ -14,12 +14,14 @@ import asyncio
 import os
 import re
 import textwrap
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from sqlalchemy import insert
 
 from node.store import holdings_repo
+from node.store import tables as t
 from node.supplier.holdings import parse_csv
 from tests.harness import Library, Network
 
@@ -275,6 +277,60 @@ async def test_borrowing_request_from_creation_to_completion(net, browser, tmp_p
 
 
 # -- lending: arrival to check-in ---------------------------------------------------------------
+
+
+async def add_lending_requests(lib: Library, numbers: range) -> None:
+    """Lending requests L-0001... straight into the table, each newer than the last."""
+    start = datetime(2026, 5, 4, 10, 0, tzinfo=UTC)
+    async with lib.node.engine.begin() as conn:
+        for n in numbers:
+            when = start + timedelta(minutes=n)
+            await conn.execute(insert(t.transactions).values(
+                role="lending", public_id=f"L-{n:04d}", partner="ISIL:XX-P1",
+                requesting_agency_id="isil:xx-p1", requesting_request_id=f"REQ-{n:04d}",
+                status="WILL_SUPPLY", title=f"Book {n}", created_at=when, updated_at=when,
+                state={}))
+
+
+async def test_queue_pages_do_not_shift_when_requests_arrive(net, browser, tmp_path):
+    """The console pages through the API's cursors: requests arriving while staff page
+    through a queue neither repeat a row on the next page nor hide one."""
+    from playwright.async_api import expect
+
+    lender = net["lender"]
+    await add_lending_requests(lender, range(1, 61))
+    c = await Console.open(browser, lender, tmp_path / "shots")
+    page = c.page
+    first_ids = page.locator("table.queue tbody tr td:first-child a")
+    pager = page.locator(".pager")
+    await c.goto("/console/#/lending")
+    await expect(pager).to_contain_text("1–25 of 60")
+    await expect(first_ids.first).to_have_text("L-0060")
+    await expect(pager.get_by_role("link", name="Previous")).to_have_count(0)
+
+    await add_lending_requests(lender, range(61, 64))  # newer than all listed
+    await pager.get_by_role("link", name="Next").click()
+    await expect(pager).to_contain_text("26–50 of 63")
+    await expect(first_ids.first).to_have_text("L-0035")  # right after L-0036
+    await expect(first_ids.last).to_have_text("L-0011")
+    await pager.get_by_role("link", name="Next").click()
+    await expect(pager).to_contain_text("51–60 of 63")
+    await expect(first_ids).to_have_count(10)
+    await expect(first_ids.last).to_have_text("L-0001")
+    await expect(pager.get_by_role("link", name="Next")).to_have_count(0)
+
+    await pager.get_by_role("link", name="Previous").click()
+    await expect(pager).to_contain_text("26–50 of 63")
+    await expect(first_ids.first).to_have_text("L-0035")
+    await pager.get_by_role("link", name="Previous").click()
+    await expect(pager).to_contain_text("1–25 of 63")
+    await expect(first_ids.first).to_have_text("L-0063")  # the first page shows the newest
+    await expect(pager.get_by_role("link", name="Previous")).to_have_count(0)
+    # A filter starts from the first page again.
+    await pager.get_by_role("link", name="Next").click()
+    await page.locator(".facets a[data-status=WILL_SUPPLY]").click()
+    await expect(pager).to_contain_text("1–25 of 63")
+    c.check_clean()
 
 
 async def test_lending_request_from_arrival_to_check_in(net, browser, tmp_path):
