@@ -156,6 +156,7 @@ async function queueView(role, query) {
   const q = query.get("q") || "";
   const partner = query.get("partner") || "";
   const attention = query.get("attention") || "";
+  const overdue = role === "lending" ? query.get("overdue") || "" : "";
   // Pages follow the API's cursors, so requests arriving meanwhile do not shift them:
   // "cursor" is this page's, "back" the earlier pages' ("-" for the first), "at" how
   // many rows come before this page (for the "51–100 of N" label only).
@@ -168,22 +169,26 @@ async function queueView(role, query) {
   if (q) params.set("q", q);
   if (partner) params.set("partner", partner);
   if (attention) params.set("attention", "true");
+  if (overdue) params.set("overdue", "true");
   const heading = role === "borrowing" ? "Borrowing requests" : "Lending requests";
   const res = await call("GET", `/api/${role}/requests?${params}`);
   if (!still(role)) return;
   if (res.status === 401) return go("signin");
-  const state = { status, q, partner, attention };
+  const state = { status, q, partner, attention, overdue };
   const link = (changes) => `#/${role}?${new URLSearchParams(Object.entries({ ...state, ...changes })
     .filter(([, v]) => v !== "" && v !== 0 && v != null)).toString()}`;
 
   const search = h("form", { class: "filters", role: "search", onsubmit: (ev) => {
     ev.preventDefault();
     const v = formValues(search);
-    go(role, { status, q: v.q || "", partner: v.partner || "", attention: v.attention ? "1" : "" });
+    go(role, { status, q: v.q || "", partner: v.partner || "", attention: v.attention ? "1" : "",
+      overdue: v.overdue ? "1" : "" });
   } },
   field({ name: "q", label: "Search (title, id, patron, partner's id)", type: "search", value: q, idPrefix: "queue-" }),
   field({ name: "partner", label: "Partner", value: partner, placeholder: "ISIL:XX-LIB", idPrefix: "queue-" }),
   field({ name: "attention", type: "checkbox", label: "Needs attention only", value: !!attention, idPrefix: "queue-" }),
+  // Loans out past their due date (reported Overdue, or the daily job not run yet).
+  role === "lending" ? field({ name: "overdue", type: "checkbox", label: "Overdue only", value: !!overdue, idPrefix: "queue-" }) : null,
   h("button", { type: "submit" }, "Search"));
 
   if (!res.ok) {

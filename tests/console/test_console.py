@@ -279,7 +279,8 @@ async def test_borrowing_request_from_creation_to_completion(net, browser, tmp_p
 # -- lending: arrival to check-in ---------------------------------------------------------------
 
 
-async def add_lending_requests(lib: Library, numbers: range) -> None:
+async def add_lending_requests(lib: Library, numbers, status: str = "WILL_SUPPLY",
+                               next_timer_at: datetime | None = None) -> None:
     """Lending requests L-0001... straight into the table, each newer than the last."""
     start = datetime(2026, 5, 4, 10, 0, tzinfo=UTC)
     async with lib.node.engine.begin() as conn:
@@ -288,8 +289,32 @@ async def add_lending_requests(lib: Library, numbers: range) -> None:
             await conn.execute(insert(t.transactions).values(
                 role="lending", public_id=f"L-{n:04d}", partner="ISIL:XX-P1",
                 requesting_agency_id="isil:xx-p1", requesting_request_id=f"REQ-{n:04d}",
-                status="WILL_SUPPLY", title=f"Book {n}", created_at=when, updated_at=when,
-                state={}))
+                status=status, title=f"Book {n}", created_at=when, updated_at=when,
+                next_timer_at=next_timer_at, state={}))
+
+
+async def test_the_lending_queue_lists_overdue_loans_only(net, browser, tmp_path):
+    from playwright.async_api import expect
+
+    lender = net["lender"]
+    now = lender.node.clock()
+    await add_lending_requests(lender, [1], "SHIPPED", now - timedelta(days=1))  # due, not run
+    await add_lending_requests(lender, [2], "OVERDUE")
+    await add_lending_requests(lender, [3], "SHIPPED", now + timedelta(days=9))
+    await add_lending_requests(lender, [4])
+    c = await Console.open(browser, lender, tmp_path / "shots")
+    page = c.page
+    ids = page.locator("table.queue tbody tr td:first-child a")
+    await c.goto("/console/#/lending")
+    await expect(ids).to_have_count(4)
+    await page.get_by_label("Overdue only").check()
+    await page.get_by_role("button", name="Search").click()
+    await expect(ids).to_have_text(["L-0002", "L-0001"])
+    await expect(page.get_by_label("Overdue only")).to_be_checked()
+    await c.goto("/console/#/borrowing")
+    await expect(page.get_by_role("heading", name="Borrowing requests")).to_be_visible()
+    await expect(page.get_by_label("Overdue only")).to_have_count(0)  # a lending filter
+    c.check_clean()
 
 
 async def test_queue_pages_do_not_shift_when_requests_arrive(net, browser, tmp_path):
