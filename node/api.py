@@ -215,7 +215,8 @@ async def patron_requests(request: web.Request) -> web.Response:
     async with node.engine.connect() as conn:
         found = await repo.search(conn, "borrowing", limit=_int(request, "limit", 50),
                                   extra=[borrowing_repo.patron_filter(patron)])
-    return _json({"requests": found["requests"]})
+        due = await borrowing_repo.due_dates(conn, [r["id"] for r in found["requests"]])
+    return _json({"requests": [{**r, "due_date": due.get(r["id"])} for r in found["requests"]]})
 
 
 async def whoami(request: web.Request) -> web.Response:

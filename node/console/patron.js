@@ -1,7 +1,7 @@
 // The patron request page: identity, the request form (pre-filled from an OpenURL link),
 // the patron's own requests; while borrowing is suspended the form becomes a notice.
 
-import { h, put, call, resultBox, field, formValues, markFieldErrors, statusLabel, when } from "./lib.js";
+import { h, put, call, resultBox, field, formValues, markFieldErrors, statusLabel, when, day } from "./lib.js";
 
 // -- patron identity ------------------------------------------------------------------------
 // The patron types their library card number (patron_id).  Where the node asks for patron
@@ -180,9 +180,10 @@ async function loadMine() {
   const rows = res.data.requests || [];
   if (!rows.length) { mine.append(h("p", { class: "empty" }, "You have no requests yet.")); return; }
   mine.append(h("div", { class: "table-wrap" }, h("table", { class: "stack" },
-    h("thead", {}, h("tr", {}, ["Request", "Title", "Status", "Updated", ""].map((c) => h("th", { scope: "col" }, c)))),
+    h("thead", {}, h("tr", {}, ["Request", "Title", "Status", "Due back", "Updated", ""].map((c) => h("th", { scope: "col" }, c)))),
     h("tbody", {}, rows.map((r) => h("tr", {},
-      h("td", {}, r.id), h("td", {}, r.title || ""), h("td", {}, statusLabel(r.status)), h("td", {}, when(r.updated_at)),
+      h("td", {}, r.id), h("td", {}, r.title || ""), h("td", {}, statusLabel(r.status)),
+      h("td", {}, RENEWABLE.has(r.status) ? day(r.due_date) : ""), h("td", {}, when(r.updated_at)),
       h("td", {}, RENEWABLE.has(r.status)
         ? h("button", { type: "button", dataset: { renew: r.id }, onclick: () => renew(r, box) }, "Request renewal") : "")))))), box);
 }

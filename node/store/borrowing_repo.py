@@ -25,6 +25,14 @@ def patron_filter(patron_id: str) -> Identifies:
                                             tx.c.patron_id == patron_id))
 
 
+async def due_dates(conn: AsyncConnection, public_ids: list[str]) -> dict[str, str | None]:
+    """The lender's due date (ISO 8601, as stored) of each of these borrowing requests."""
+    tx = t.transactions
+    rows = await conn.execute(select(tx.c.public_id, tx.c.state).where(
+        tx.c.role == "borrowing", tx.c.public_id.in_(public_ids)))
+    return {r.public_id: r.state.get("due_date") for r in rows}
+
+
 async def by_lender_request_id(conn: AsyncConnection, lender_request_id: str
                                ) -> list[tuple[str, str]]:
     """(public_id, status) of borrowing requests the lender knows by that id, newest first."""

@@ -833,6 +833,7 @@ async def test_patron_requests_renewal_and_reads_the_closure(tmp_path, browser, 
         await desk.wait_for("borrowing", bid, "shipped")
         await desk.act("borrowing", bid, action="receive", barcodes=["TMP-P"])
         await desk.act("borrowing", bid, action="loan_to_patron")
+        due = (await desk.request("borrowing", bid))["state"]["due_date"]
 
         patron = await Console.open(browser, desk, tmp_path / "shots", width=414, height=900)
         p = patron.page
@@ -844,6 +845,8 @@ async def test_patron_requests_renewal_and_reads_the_closure(tmp_path, browser, 
         await expect(p.locator("#f-who-patron_id")).to_have_value("P-500")
         row = p.locator("#mine tr", has_text=bid)
         await expect(row).to_contain_text("Loaned to patron")
+        assert due
+        await expect(row).to_contain_text(due[:10])  # when the patron is to bring it back
         await row.get_by_role("button", name="Request renewal").click()
         await expect(p.locator("#mine .result.ok")).to_contain_text("Renewal requested")
         await patron.shot("R1-patron-renewal")
