@@ -106,9 +106,9 @@ async def import_in_steps(engine: AsyncEngine, records: list[HoldingsRecord], *,
             done = await _write_records(conn, chunk, now)
         for key, value in done.items():
             counts[key] += value
-        if n & (n - 1) == 0:
-            # PostgreSQL: as the tables grow from few rows, statistics that still say
-            # "few" make each step's lookups read whole tables (quadratic time).
+        if n & (n - 1) == 0 and engine.dialect.name == "postgresql":
+            # As the tables grow from few rows, statistics that still say "few" make
+            # each step's lookups read whole tables (quadratic time).
             async with engine.begin() as conn:
                 await analyze(conn)
         await asyncio.sleep(STEP_PAUSE)
@@ -134,9 +134,12 @@ def _rows_of(record: HoldingsRecord, now: datetime) -> tuple[dict, list[dict], l
     return record_row, _identifier_rows(record), item_rows
 
 
-def _same_as_stored(rows: tuple[dict, list[dict], list[dict]], stored: dict[str, Any]) -> bool:
+def _same_as_stored(rows: tuple[dict, list[dict], list[dict]],
+                    stored: dict[str, Any] | None) -> bool:
+    """Whether a record's rows (:func:`_rows_of`) say what is stored (:func:`_stored`)."""
     record_row, identifier_rows, item_rows = rows
-    return stored["record"] == (record_row["title"], record_row["author"]) and (
+    return stored is not None and stored["record"] == (record_row["title"],
+                                                       record_row["author"]) and (
         stored["identifiers"] == {(r["kind"], r["value"]) for r in identifier_rows}) and (
         stored["items"] == {(r["barcode"], r["call_number"], r["location"], r["status"],
                              r["due_date"]) for r in item_rows})
@@ -172,10 +175,9 @@ async def _write_records(conn: AsyncConnection, records: list[HoldingsRecord], n
     for chunk in _chunks([r.record_id for r in records], _DELETE_CHUNK):
         stored.update(await _stored(conn, chunk))
     changed = [rows for rows in (_rows_of(r, now) for r in records)
-               if rows[0]["record_id"] not in stored
-               or not _same_as_stored(rows, stored[rows[0]["record_id"]])]
-    for chunk in _chunks([rows[0]["record_id"] for rows in changed if rows[0]["record_id"]
-                          in stored], _DELETE_CHUNK):
+               if not _same_as_stored(rows, stored.get(rows[0]["record_id"]))]
+    replaced = [rows[0]["record_id"] for rows in changed if rows[0]["record_id"] in stored]
+    for chunk in _chunks(replaced, _DELETE_CHUNK):
         await _delete_records(conn, chunk)
     item_rows = [item for rows in changed for item in rows[2]]
     # A barcode moving to another record: the file is right.
