@@ -28,6 +28,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
+    from .store import holdings_repo
     from .supplier import holdings
 
     config = load_or_report(args.config)
@@ -54,7 +55,15 @@ def cmd_import(args: argparse.Namespace) -> int:
     if not report.records:
         print(f"{args.file}: nothing to import", file=sys.stderr)
         return 1
-    counts = asyncio.run(_store(config.node.database_url, report.records, args.replace))
+    total, shown = len(report.records), [0]
+
+    def progress(done: int) -> None:  # every tenth of a big file, for whoever watches
+        if total >= 10 * holdings_repo.IMPORT_STEP and done * 10 // total > shown[0]:
+            shown[0] = done * 10 // total
+            print(f"{args.file}: {done} of {total} records", file=sys.stderr, flush=True)
+
+    counts = asyncio.run(_store(config.node.database_url, report.records, args.replace,
+                                progress))
     removed = f", {counts['removed']} removed" if args.replace else ""
     print(f"{args.file}: imported {counts['records']} records with {counts['items']} items"
           f" ({'replacing' if args.replace else 'merged into'} the holdings:"
@@ -63,7 +72,7 @@ def cmd_import(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _store(url: str, records, replace: bool) -> dict[str, int]:
+async def _store(url: str, records, replace: bool, progress) -> dict[str, int]:
     from .store import db, holdings_repo
 
     engine = db.create_engine(url)
@@ -71,7 +80,8 @@ async def _store(url: str, records, replace: bool) -> dict[str, int]:
         await db.check_migrated(engine)
         # In steps, so that a node serving from the same SQLite file goes on meanwhile.
         counts = await holdings_repo.import_in_steps(
-            engine, records, replace=replace, now=datetime.now(timezone.utc))
+            engine, records, replace=replace, now=datetime.now(timezone.utc),
+            progress=progress)
         # After the import's commits, so that a failing ANALYZE cannot undo them.
         async with engine.begin() as conn:
             await holdings_repo.analyze(conn)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -90,8 +91,8 @@ async def import_records(conn: AsyncConnection, records: list[HoldingsRecord], *
 
 
 async def import_in_steps(engine: AsyncEngine, records: list[HoldingsRecord], *,
-                          replace: bool, now: datetime, step: int = IMPORT_STEP
-                          ) -> dict[str, int]:
+                          replace: bool, now: datetime, step: int = IMPORT_STEP,
+                          progress: Callable[[int], None] | None = None) -> dict[str, int]:
     """:func:`import_records`, committed ``step`` records at a time, so that a node serving
     from the same SQLite file is never locked out for long (a whole catalogue in one
     transaction held the write lock for a minute per million items, and partners got 503
@@ -99,13 +100,16 @@ async def import_in_steps(engine: AsyncEngine, records: list[HoldingsRecord], *,
     record's old version or its new one; with ``replace``, the records no longer in the
     file go last. Records stored exactly as the file has them are not written again: a
     nightly refresh writes what changed. Interrupted, it leaves some records updated and
-    the rest as they were; running it again finishes the job."""
+    the rest as they were; running it again finishes the job. ``progress`` is told the
+    records done after each step."""
     counts = {"records": 0, "items": 0, "written": 0, "removed": 0}
     for n, chunk in enumerate(_chunks(records, step), 1):
         async with engine.begin() as conn:
             done = await _write_records(conn, chunk, now)
         for key, value in done.items():
             counts[key] += value
+        if progress is not None:
+            progress(counts["records"])
         if n & (n - 1) == 0 and engine.dialect.name == "postgresql":
             # As the tables grow from few rows, statistics that still say "few" make
             # each step's lookups read whole tables (quadratic time).

@@ -322,6 +322,9 @@ async def test_the_node_answers_at_once_while_a_big_holdings_import_runs(net, tm
     out, err = await importing.communicate()
     assert importing.returncode == 0, err.decode()
     assert "imported 60000 records with 120000 items" in out.decode()
+    # a line every tenth of the file, for whoever watches a long import
+    assert re.findall(r"big\.csv: (\d+) of 60000 records", err.decode()) == [
+        str(n) for n in range(6000, 60001, 6000)], err.decode()
     assert len(waited) >= 5, waited  # the import took a while, and requests came meanwhile
     assert max(waited) < 1.0, waited
     assert len(await borrower.sams(len(waited))) == len(waited)  # and each was answered
