@@ -24,7 +24,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                       help="the file is the whole catalogue: drop what is not in it")
     mode.add_argument("--merge", action="store_true",
                       help="add and update the records in the file, keep the rest (default)")
+    imp.add_argument("--max-remove", type=_percent, default=20.0, metavar="PERCENT",
+                     help="with --replace: refuse, changing nothing, when the file would "
+                          "remove more than this share of the stored records, as a broken "
+                          "or partial export would (default 20)")
     imp.set_defaults(func=cmd_import)
+
+
+def _percent(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 100:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a percentage from 0 to 100")
+    return value
 
 
 def cmd_import(args: argparse.Namespace) -> int:
@@ -62,8 +76,14 @@ def cmd_import(args: argparse.Namespace) -> int:
             shown[0] = done * 10 // total
             print(f"{args.file}: {done} of {total} records", file=sys.stderr, flush=True)
 
-    counts = asyncio.run(_store(config.node.database_url, report.records, args.replace,
-                                progress))
+    try:
+        counts = asyncio.run(_store(config.node.database_url, report.records, args.replace,
+                                    progress, args.max_remove / 100))
+    except holdings_repo.TooManyRemoved as exc:
+        print(f"{args.file}: not imported, nothing changed: {exc}. If the file is the whole "
+              f"catalogue, run again with --max-remove "
+              f"{min(100, int(100 * exc.removed / exc.stored) + 1)}.", file=sys.stderr)
+        return 1
     removed = f", {counts['removed']} removed" if args.replace else ""
     print(f"{args.file}: imported {counts['records']} records with {counts['items']} items"
           f" ({'replacing' if args.replace else 'merged into'} the holdings:"
@@ -72,7 +92,8 @@ def cmd_import(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _store(url: str, records, replace: bool, progress) -> dict[str, int]:
+async def _store(url: str, records, replace: bool, progress, max_removed: float
+                 ) -> dict[str, int]:
     from .store import db, holdings_repo
 
     engine = db.create_engine(url)
@@ -81,7 +102,7 @@ async def _store(url: str, records, replace: bool, progress) -> dict[str, int]:
         # In steps, so that a node serving from the same SQLite file goes on meanwhile.
         counts = await holdings_repo.import_in_steps(
             engine, records, replace=replace, now=datetime.now(timezone.utc),
-            progress=progress)
+            progress=progress, max_removed=max_removed)
         # After the import's commits, so that a failing ANALYZE cannot undo them.
         async with engine.begin() as conn:
             await holdings_repo.analyze(conn)

@@ -84,15 +84,26 @@ async def import_records(conn: AsyncConnection, records: list[HoldingsRecord], *
     counts = await _write_records(conn, records, now)
     counts["removed"] = 0
     if replace:
-        gone = await _not_in(conn, {r.record_id for r in records})
+        gone, _ = await _not_in(conn, {r.record_id for r in records})
         for chunk in _chunks(gone, _DELETE_CHUNK):
             counts["removed"] += await _delete_records(conn, chunk)
     return counts
 
 
+class TooManyRemoved(Exception):
+    """A ``replace`` import would remove more of the stored records than allowed: likely
+    a broken or partial export, which would leave auto-locate answering NotHeld."""
+
+    def __init__(self, removed: int, stored: int, limit: float):
+        self.removed, self.stored, self.limit = removed, stored, limit
+        super().__init__(f"it would remove {removed} of the {stored} records stored "
+                         f"({100 * removed / stored:.0f} %), more than {100 * limit:g} %")
+
+
 async def import_in_steps(engine: AsyncEngine, records: list[HoldingsRecord], *,
                           replace: bool, now: datetime, step: int = IMPORT_STEP,
-                          progress: Callable[[int], None] | None = None) -> dict[str, int]:
+                          progress: Callable[[int], None] | None = None,
+                          max_removed: float | None = None) -> dict[str, int]:
     """:func:`import_records`, committed ``step`` records at a time, so that a node serving
     from the same SQLite file is never locked out for long (a whole catalogue in one
     transaction held the write lock for a minute per million items, and partners got 503
@@ -101,8 +112,15 @@ async def import_in_steps(engine: AsyncEngine, records: list[HoldingsRecord], *,
     file go last. Records stored exactly as the file has them are not written again: a
     nightly refresh writes what changed. Interrupted, it leaves some records updated and
     the rest as they were; running it again finishes the job. ``progress`` is told the
-    records done after each step."""
+    records done after each step. ``max_removed``: with ``replace``, the share of the
+    stored records it may remove; beyond it, :class:`TooManyRemoved` before any write."""
     counts = {"records": 0, "items": 0, "written": 0, "removed": 0}
+    gone: list[str] = []
+    if replace:
+        async with engine.connect() as conn:
+            gone, stored = await _not_in(conn, {r.record_id for r in records})
+        if max_removed is not None and gone and len(gone) > max_removed * stored:
+            raise TooManyRemoved(len(gone), stored, max_removed)
     for n, chunk in enumerate(_chunks(records, step), 1):
         async with engine.begin() as conn:
             done = await _write_records(conn, chunk, now)
@@ -116,14 +134,11 @@ async def import_in_steps(engine: AsyncEngine, records: list[HoldingsRecord], *,
             async with engine.begin() as conn:
                 await analyze(conn)
         await asyncio.sleep(STEP_PAUSE)
-    if replace:
-        async with engine.connect() as conn:
-            gone = await _not_in(conn, {r.record_id for r in records})
-        for chunk in _chunks(gone, step):
-            async with engine.begin() as conn:
-                for part in _chunks(chunk, _DELETE_CHUNK):
-                    counts["removed"] += await _delete_records(conn, part)
-            await asyncio.sleep(STEP_PAUSE)
+    for chunk in _chunks(gone, step):  # the records no longer in the file, with replace
+        async with engine.begin() as conn:
+            for part in _chunks(chunk, _DELETE_CHUNK):
+                counts["removed"] += await _delete_records(conn, part)
+        await asyncio.sleep(STEP_PAUSE)
     return counts
 
 
@@ -196,10 +211,10 @@ async def _write_records(conn: AsyncConnection, records: list[HoldingsRecord], n
             "written": len(changed)}
 
 
-async def _not_in(conn: AsyncConnection, keep: set[str]) -> list[str]:
-    """The stored records' ids that are not in ``keep``."""
-    rows = await conn.execute(select(_records.c.record_id))
-    return [record_id for (record_id,) in rows if record_id not in keep]
+async def _not_in(conn: AsyncConnection, keep: set[str]) -> tuple[list[str], int]:
+    """The stored records' ids that are not in ``keep``, and how many records are stored."""
+    ids = (await conn.execute(select(_records.c.record_id))).scalars().all()
+    return [record_id for record_id in ids if record_id not in keep], len(ids)
 
 
 async def _delete_records(conn: AsyncConnection, record_ids: list[str]) -> int:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import textwrap
 
+import pytest
+
 from node.cli import main
 from node.protocol.codes import Code
 from node.protocol.messages import BibliographicRecordId
@@ -72,10 +74,6 @@ def test_import_reports_bad_rows_and_lookups_find_records(tmp_path, db_url, caps
     assert nothing == []
     assert counts == {"records": 2, "items": 3}
 
-    # --replace: the file is the whole catalogue now
-    data.write_text("record_id,title,barcode\nr9,Only book,B9\n")
-    assert main(["holdings", "import", str(data), "--config", str(config), "--replace"]) == 0
-
     async def count():
         engine = db.create_engine(db_url)
         try:
@@ -83,6 +81,24 @@ def test_import_reports_bad_rows_and_lookups_find_records(tmp_path, db_url, caps
                 return await holdings_repo.count(conn)
         finally:
             await engine.dispose()
+
+    # --replace: the file is the whole catalogue now; but one that would remove more than
+    # --max-remove (20 % by default) of the records is refused, changing nothing, as a
+    # broken or partial export would be
+    data.write_text("record_id,title,barcode\nr9,Only book,B9\n")
+    capsys.readouterr()
+    assert main(["holdings", "import", str(data), "--config", str(config), "--replace"]) == 1
+    err = capsys.readouterr().err
+    assert "not imported, nothing changed: it would remove 2 of the 2 records stored (100 %)," \
+        " more than 20 %. If the file is the whole catalogue, run again with --max-remove 100" \
+        in err, err
+    assert asyncio.run(count()) == {"records": 2, "items": 3}
+    assert main(["holdings", "import", str(data), "--config", str(config), "--replace",
+                 "--max-remove", "100"]) == 0
+    assert "1 new or changed, 0 unchanged, 2 removed" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["holdings", "import", str(data), "--config", str(config), "--max-remove", "150"])
+    assert "'150' is not a percentage from 0 to 100" in capsys.readouterr().err
 
     assert asyncio.run(count()) == {"records": 1, "items": 1}
 

@@ -94,3 +94,19 @@ async def test_a_barcode_moving_to_a_record_of_an_earlier_step(migrated_engine):
               steps=True)
     items = {k: v[3] for k, v in (await stored(migrated_engine)).items()}
     assert items == {"r1": [("B9", "available", None)], "r2": [], "r3": []}
+
+
+async def test_a_replace_removing_too_much_is_refused_before_any_write(migrated_engine):
+    await run(migrated_engine, [book(n, f"B{n}") for n in range(1, 6)], replace=False, now=T0,
+              steps=True)
+    before = await stored(migrated_engine)
+    # A partial export: two records, one of them changed; three of five would go.
+    partial = [book(1, "B1", title="Changed"), book(2, "B2")]
+    with pytest.raises(holdings_repo.TooManyRemoved) as refused:
+        await holdings_repo.import_in_steps(migrated_engine, partial, replace=True, now=T1,
+                                            max_removed=0.5)
+    assert (refused.value.removed, refused.value.stored) == (3, 5)
+    assert await stored(migrated_engine) == before  # not even the changed record
+    counts = await holdings_repo.import_in_steps(migrated_engine, partial, replace=True, now=T1,
+                                                 max_removed=0.6)
+    assert counts["removed"] == 3 and counts["written"] == 1
