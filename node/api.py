@@ -24,7 +24,7 @@ from .borrower.form import FormError
 from .config import Closure
 from .machine import StaffActionError, StaffActionInvalid
 from .service import NotFound
-from .store import borrowing_repo, outbox_repo, repo
+from .store import borrowing_repo, holdings_repo, outbox_repo, repo
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -245,6 +245,13 @@ async def admin_partners(request: web.Request) -> web.Response:
     return _json({"partners": await reachability.partners(_node(request))})
 
 
+async def admin_holdings(request: web.Request) -> web.Response:
+    """``GET /api/admin/holdings``: what auto-locate has to go on (records, items per status,
+    when the last import changed something)."""
+    async with _node(request).engine.connect() as conn:
+        return _json(await holdings_repo.summary(conn))
+
+
 async def check_partner(request: web.Request) -> web.Response:
     return _json(await reachability.check(_node(request), request.match_info["symbol"]))
 
@@ -295,6 +302,7 @@ def setup_api(app: web.Application) -> None:
     app.router.add_get("/api/admin/outbox", list_outbox)
     app.router.add_post("/api/admin/outbox/{id}/retry", retry_outbox)
     app.router.add_get("/api/admin/partners", admin_partners)
+    app.router.add_get("/api/admin/holdings", admin_holdings)
     app.router.add_post("/api/admin/partners/{symbol}/check", check_partner)
     from . import api_borrowing, api_lending
 

@@ -693,7 +693,7 @@ async function adminView() {
   if (!session.admin) return show(title("Administration"), h("p", { class: "empty" }, `Administration needs the admin role (you are ${session.role}).`));
   const sections = [title("Administration")];
   for (const kind of ["borrowing", "lending"]) sections.push(await closureCard(kind));
-  sections.push(await partnersCard(), await outboxCard(), reloadCard());
+  sections.push(await partnersCard(), await holdingsCard(), await outboxCard(), reloadCard());
   if (still("admin")) show(...sections);
 }
 
@@ -796,6 +796,20 @@ async function outboxCard(stateFilter = "") {
       table(["#", "Kind", "Peer", "State", "Attempts", "Last error", "Next attempt", "Queued", ""], rows, "The outbox is empty."), box);
   };
   await load(stateFilter);
+  return card;
+}
+
+// What auto-locate has to go on: no records (or an old import) explains NotHeld answers.
+async function holdingsCard() {
+  const card = h("section", { class: "card", id: "holdings" }, h("h2", {}, "Holdings"));
+  const res = await call("GET", "/api/admin/holdings");
+  if (!res.ok) { const box = resultBox(); box.fail(res); card.append(box); return card; }
+  const d = res.data;
+  const statuses = Object.entries(d.items_by_status || {}).sort((a, b) => b[1] - a[1])
+    .map(([s, n]) => `${n} ${s.replace("_", " ")}`).join(", ");
+  card.append(d.records
+    ? h("p", {}, `${d.records} records, ${d.items} items${statuses ? ` (${statuses})` : ""}; last changed ${when(d.last_changed)}.`)
+    : h("p", { class: "closure-on" }, "No holdings loaded: every request is left to staff. Load them with ill-node holdings import."));
   return card;
 }
 

@@ -376,6 +376,17 @@ async def candidates_many(conn: AsyncConnection, keys_list: list[LookupKeys]
     return [found.for_request(keys, w) for keys, w in zip(keys_list, wanted, strict=True)]
 
 
+async def summary(conn: AsyncConnection) -> dict[str, Any]:
+    """What the admin screen says of the holdings: records, items, items per status and
+    when a record last changed (the last import that changed something)."""
+    statuses = dict((await conn.execute(
+        select(_items.c.status, func.count()).group_by(_items.c.status))).all())
+    records, changed = (await conn.execute(
+        select(func.count(), func.max(_records.c.updated_at)))).one()
+    return {"records": records, "items": sum(statuses.values()), "items_by_status": statuses,
+            "last_changed": changed.isoformat() if changed is not None else None}
+
+
 async def count(conn: AsyncConnection) -> dict[str, int]:
     n = {}
     for name, table in (("records", t.holdings_records), ("items", t.holdings_items)):

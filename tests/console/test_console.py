@@ -492,7 +492,14 @@ async def test_patron_page_and_borrowing_closure(net, browser, tmp_path):
     await expect(s.locator("#banner")).to_be_visible()
     await expect(s.locator("#banner")).to_contain_text("Closed for borrowing")
     await expect(s.locator("#outbox")).to_contain_text("Outbox")
+    # what auto-locate has to go on: nothing here, the lender's three items there
+    await expect(s.locator("#holdings")).to_contain_text("No holdings loaded")
     await staff.shot("P2-admin-closure")
+    lending_staff = await Console.open(browser, net["lender"], tmp_path / "shots")
+    await lending_staff.goto("/console/#/admin")
+    await expect(lending_staff.page.locator("#holdings")).to_contain_text(
+        "2 records, 3 items (3 available); last changed")
+    lending_staff.check_clean()
     await staff.goto("/console/#/borrowing")
     await expect(s.locator("#banner")).to_contain_text("Closed for borrowing")
 

@@ -330,6 +330,18 @@ async def test_the_node_answers_at_once_while_a_big_holdings_import_runs(net, tm
     assert len(await borrower.sams(len(waited))) == len(waited)  # and each was answered
 
 
+async def test_the_admin_sees_what_auto_locate_has_to_go_on(net):
+    lender, borrower = await start(net)
+    code, holdings = await lender.api("GET", "/api/admin/holdings")
+    assert code == 200, holdings
+    assert {k: holdings[k] for k in ("records", "items", "items_by_status")} == {
+        "records": 4, "items": 5,
+        "items_by_status": {"available": 2, "non_circulating": 1, "on_loan": 2}}
+    # the import's time (load_holdings, just now)
+    changed = datetime.fromisoformat(holdings["last_changed"])
+    assert abs((lender.node.clock() - changed).total_seconds()) < 60
+
+
 async def test_auto_answer_off_leaves_the_answer_to_staff(net):
     lender, borrower = await start(net, sections="[lending]\nauto_answer = false\n")
     await borrower.request("staff-1", MOBY)
