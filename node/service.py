@@ -377,8 +377,7 @@ class Node:
             # its unique index refused the batch's write, or, alone, its machine the
             # message (a request id taken...).
             if again and isinstance(exc, (IntegrityError, ProtocolError)) and (
-                    self.engine.dialect.name == "postgresql") and (
-                    await self._stored_elsewhere(batch)):
+                    self._shared_store) and await self._stored_elsewhere(batch):
                 log.info("a message of a batch of %d was stored meanwhile by another process:"
                          " storing the batch again", len(batch))
                 return await self._store_batch(batch, together=together, again=False)
@@ -392,6 +391,12 @@ class Node:
                 inbound.done.set_exception(outcome)
             else:
                 inbound.done.set_result(outcome)
+
+    @property
+    def _shared_store(self) -> bool:
+        """Whether other node processes may store partners' messages in our database
+        (PostgreSQL); a SQLite file has one node process, whose one writer sees all."""
+        return self.engine.dialect.name == "postgresql"
 
     async def _stored_elsewhere(self, batch: list[_Inbound]) -> bool:
         """Whether a message of ``batch`` is stored now (by another process)."""
@@ -428,7 +433,7 @@ class Node:
             # by another process (PostgreSQL): then the first copy's answer.  (Alone, with
             # no savepoint, _store_batch looks, and stores it again.)
             stored = await repo.confirmations_for_digests(conn, [inbound.digest]) if (
-                savepoint and conn.dialect.name == "postgresql") else None
+                savepoint and self._shared_store) else None
             if not stored:
                 raise
             answer = stored[inbound.digest]

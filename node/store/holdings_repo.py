@@ -85,8 +85,7 @@ async def import_records(conn: AsyncConnection, records: list[HoldingsRecord], *
     counts["removed"] = 0
     if replace:
         gone, _ = await _not_in(conn, {r.record_id for r in records})
-        for chunk in _chunks(gone, _DELETE_CHUNK):
-            counts["removed"] += await _delete_records(conn, chunk)
+        counts["removed"] = await _delete_records(conn, gone)
     return counts
 
 
@@ -136,8 +135,7 @@ async def import_in_steps(engine: AsyncEngine, records: list[HoldingsRecord], *,
         await asyncio.sleep(STEP_PAUSE)
     for chunk in _chunks(gone, step):  # the records no longer in the file, with replace
         async with engine.begin() as conn:
-            for part in _chunks(chunk, _DELETE_CHUNK):
-                counts["removed"] += await _delete_records(conn, part)
+            counts["removed"] += await _delete_records(conn, chunk)
         await asyncio.sleep(STEP_PAUSE)
     return counts
 
@@ -195,9 +193,8 @@ async def _write_records(conn: AsyncConnection, records: list[HoldingsRecord], n
         stored.update(await _stored(conn, chunk))
     changed = [rows for rows in (_rows_of(r, now) for r in records)
                if not _same_as_stored(rows, stored.get(rows[0]["record_id"]))]
-    replaced = [rows[0]["record_id"] for rows in changed if rows[0]["record_id"] in stored]
-    for chunk in _chunks(replaced, _DELETE_CHUNK):
-        await _delete_records(conn, chunk)
+    await _delete_records(conn, [rows[0]["record_id"] for rows in changed
+                                 if rows[0]["record_id"] in stored])
     item_rows = [item for rows in changed for item in rows[2]]
     # A barcode moving to another record: the file is right.
     for chunk in _chunks([i["barcode"] for i in item_rows], _DELETE_CHUNK):
@@ -218,9 +215,13 @@ async def _not_in(conn: AsyncConnection, keep: set[str]) -> tuple[list[str], int
 
 
 async def _delete_records(conn: AsyncConnection, record_ids: list[str]) -> int:
-    """Delete these records; their identifiers and items go with them (ON DELETE CASCADE)."""
-    result = await conn.execute(delete(_records).where(_records.c.record_id.in_(record_ids)))
-    return result.rowcount
+    """Delete these records, _DELETE_CHUNK a statement; their identifiers and items go
+    with them (ON DELETE CASCADE). Returns how many were deleted."""
+    deleted = 0
+    for chunk in _chunks(record_ids, _DELETE_CHUNK):
+        result = await conn.execute(delete(_records).where(_records.c.record_id.in_(chunk)))
+        deleted += result.rowcount
+    return deleted
 
 
 async def analyze(conn: AsyncConnection) -> None:

@@ -42,7 +42,7 @@ class InlineConnection(aiosqlite.Connection):
         try:
             return fn(*args, **kwargs)
         except sqlite3.OperationalError as exc:
-            if exc.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY:
+            if not _locked(exc):
                 raise
         return await super()._execute(self._waiting, fn, *args, **kwargs)
 
@@ -53,10 +53,14 @@ class InlineConnection(aiosqlite.Connection):
             try:
                 return fn(*args, **kwargs)
             except sqlite3.OperationalError as exc:
-                if exc.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY or (
-                        time.monotonic() >= deadline):
+                if not _locked(exc) or time.monotonic() >= deadline:
                     raise
             time.sleep(RETRY_SECONDS)
+
+
+def _locked(exc: sqlite3.OperationalError) -> bool:
+    """SQLITE_BUSY (any extended code): another connection holds the lock."""
+    return exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_BUSY
 
 
 def connect(database: str, *, iter_chunk_size: int = 64, **kwargs) -> InlineConnection:
