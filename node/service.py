@@ -36,10 +36,11 @@ from . import limits as node_limits
 from .borrower import machine as bmachine
 from .config import Closure, NodeConfig
 from .machine import Result, StaffActionError
-from .outbox import OutboxWorker
+from .outbox import DeliveryVerdict, OutboxWorker
 from .protocol import confirm, reader, writer
 from .protocol.codes import ErrorType, MessageStatus
 from .protocol.errors import ProtocolError, UnrecognisedValue
+from .protocol.safe_xml import parse_xml
 from .protocol.messages import (
     AgencyId,
     BusinessMessage,
@@ -713,11 +714,11 @@ class Node:
 
     async def _on_delivered(self, conn: AsyncConnection, row, http_status: int, body: bytes):
         """The outbox got a 2xx: read the partner's confirmation (lenient) and record it."""
-        from .outbox import DeliveryVerdict
-
         try:
-            envelope = reader.parse(body)
-            conf = envelope.message
+            root = parse_xml(body)
+            if reader.is_ok_confirmation(root):
+                return None
+            conf = reader.parse_element(root).message
             status = conf.confirmation_header.message_status
         except (ProtocolError, AttributeError):
             return None  # not a confirmation we can read: delivered is all we know

@@ -746,6 +746,8 @@ for _group in (REQUEST, REQUEST_CONFIRMATION, SUPPLYING_AGENCY_MESSAGE,
     CODECS[_Q + _group.name] = _group
     CODECS[_group.name] = _group
 _ROOT_TAGS = (_Q + "ISO18626Message", "ISO18626Message")
+_CONFIRMATION_TAGS = frozenset(tag for tag, codec in CODECS.items()
+                               if codec.name.endswith("Confirmation"))
 
 
 # -- entry points ---------------------------------------------------------------
@@ -782,6 +784,21 @@ def parse_element(root: etree._Element) -> m.Envelope:
     ctx = _Ctx()
     message = codec(child, ctx, codec.name)
     return m.Envelope(version=_decide(ctx, declared), message=message, declared=declared)
+
+
+def is_ok_confirmation(root: etree._Element) -> bool:
+    """Whether ``root`` (from ``parse_xml``) is a confirmation whose messageStatus is
+    plainly OK: the answer to nearly every message we send, told without building
+    the message (~15 us with the parse, against ~50 for :func:`parse_element`).
+    False says only "read it with :func:`parse_element`"."""
+    if root.tag not in _ROOT_TAGS or len(root) != 1 or root[0].tag not in _CONFIRMATION_TAGS:
+        return False
+    for header in root[0]:
+        if _local(header.tag) == "confirmationHeader":
+            for field in header:
+                if _local(field.tag) == "messageStatus":
+                    return (field.text or "").strip() == MessageStatus.OK
+    return False
 
 
 def _decide(ctx: _Ctx, declared: str | None) -> Version:

@@ -110,10 +110,10 @@ async def locate(conn: AsyncConnection, request: Request, policy, our_symbol):
 async def locate_many(conn: AsyncConnection, requests: list[Request], policy, our_symbol
                       ) -> list:
     """:func:`locate` for several requests (a batch's): one query."""
-    found = await holdings_repo.candidates_many(
-        conn, [identifiers_of(r, our_symbol) for r in requests])
-    return [match_holdings(r, records, policy, our_symbol=our_symbol)
-            for r, records in zip(requests, found)]
+    keys = [identifiers_of(r, our_symbol) for r in requests]
+    found = await holdings_repo.candidates_many(conn, keys)
+    return [match_holdings(r, records, policy, our_symbol=our_symbol, keys=k)
+            for r, records, k in zip(requests, found, keys, strict=True)]
 
 
 # -- messages -------------------------------------------------------------------------

@@ -397,8 +397,10 @@ def locate(
     policy: Any,
     *,
     our_symbol: AgencyId | None = None,
+    keys: LookupKeys | None = None,
 ) -> LocateResult:
-    """Match the request against ``candidates`` and pick an item to lend.
+    """Match the request against ``candidates`` and pick an item to lend (``keys``: its
+    :func:`identifiers_of`, when the caller has them already).
 
     Order: supplierUniqueRecordId, record ids (OCLC, LCCN, local), ISBN/ISSN,
     title+author; the first tier with a hit decides.  Among its records'
@@ -406,7 +408,8 @@ def locate(
     non-circulating; an available item is chosen by
     ``policy.location_preference`` (unlisted locations last), then barcode.
     """
-    keys = identifiers_of(request, our_symbol)
+    if keys is None:
+        keys = identifiers_of(request, our_symbol)
     records, matched_on = _match(keys, candidates)
     if not records:
         return LocateResult(

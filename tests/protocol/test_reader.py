@@ -21,7 +21,8 @@ from node.protocol.codes import (
     YesNo,
 )
 from node.protocol.errors import ProtocolError
-from node.protocol.reader import check_ids, parse
+from node.protocol.reader import check_ids, is_ok_confirmation, parse
+from node.protocol.safe_xml import parse_xml
 
 SAMPLES = Path("/work/shared/iso18626/samples")
 DATA = Path(__file__).parent / "data"
@@ -514,3 +515,53 @@ def test_not_iso18626(data, words):
 def test_text_element_with_children_refused():
     error = refused(ram(note="<note><b>x</b></note>"), ErrorType.UNRECOGNISED_DATA_ELEMENT)
     assert "unexpected element 'b' in requestingAgencyMessage/note" in error.value
+
+
+# -- the outbox's quick look at a confirmation -------------------------------------
+
+
+def _ok_quickly(data: str | bytes) -> bool:
+    return is_ok_confirmation(parse_xml(data.encode() if isinstance(data, str) else data))
+
+
+@pytest.mark.parametrize("name", ALL_SAMPLES + DATA_FILES)
+def test_quick_ok_agrees_with_the_full_read(name):
+    """Every sample: the quick look says OK only of a confirmation the full read says
+    is OK; and it says so of every plain OK confirmation among them."""
+    data = (SAMPLES / name if name in ALL_SAMPLES else DATA / name).read_bytes()
+    try:
+        message = read(data).message
+    except ProtocolError:
+        message = None
+    header = getattr(message, "confirmation_header", None)
+    full_ok = header is not None and header.message_status.value == "OK"
+    assert _ok_quickly(data) is full_ok
+
+
+@pytest.mark.parametrize("wrapper", [
+    '<ISO18626Message xmlns="{ns}" version="1.2">{body}</ISO18626Message>',
+    '<ill:ISO18626Message xmlns:ill="{ns}"><ill:x>{body}</ill:x></ill:ISO18626Message>',
+    "<ISO18626Message>{body}</ISO18626Message>",
+])
+@pytest.mark.parametrize("status, ok", [("OK", True), (" OK\n", True), ("ERROR", False),
+                                        ("ok", False), ("", False)])
+def test_quick_ok_reads_only_a_plain_status(wrapper, status, ok):
+    body = (f"<requestConfirmation><confirmationHeader><timestamp>2026-01-01T00:00:00Z"
+            f"</timestamp><messageStatus>{status}</messageStatus></confirmationHeader>"
+            f"</requestConfirmation>")
+    nested = "<ill:x>" in wrapper  # not a confirmation directly under the root
+    assert _ok_quickly(wrapper.format(ns=NS, body=body)) is (ok and not nested)
+
+
+@pytest.mark.parametrize("data", [
+    f'<ISO18626Message xmlns="{NS}"><requestConfirmation><confirmationHeader/>'
+    "</requestConfirmation><request/></ISO18626Message>",  # two messages
+    f'<ISO18626Message xmlns="{NS}"><request><header><messageStatus>OK</messageStatus>'
+    "</header></request></ISO18626Message>",  # not a confirmation
+    f'<ISO18626Message xmlns="{NS}"><requestConfirmation><messageStatus>OK</messageStatus>'
+    "</requestConfirmation></ISO18626Message>",  # not in the header
+    f'<other xmlns="{NS}"><requestConfirmation><confirmationHeader><messageStatus>OK'
+    "</messageStatus></confirmationHeader></requestConfirmation></other>",
+])
+def test_quick_ok_leaves_anything_else_to_the_full_read(data):
+    assert _ok_quickly(data) is False
