@@ -257,6 +257,9 @@ async def run(args, d: Path, dbs: Databases) -> None:
         await engine.dispose()
         return
 
+    def words(k: int, *steps: int) -> str:
+        return " ".join(WORDS[(k + step) % len(WORDS)] for step in steps)
+
     lists = [
         ("staff list: lending, status=WILL_SUPPLY, first page of 50",
          lambda k: dict(role="lending", status="WILL_SUPPLY")),
@@ -272,6 +275,12 @@ async def run(args, d: Path, dbs: Databases) -> None:
          lambda k: dict(role="lending", q=WORDS[k % len(WORDS)])),
         ("search by title word, common, with status=SHIPPED, lending",
          lambda k: dict(role="lending", q=WORDS[k % len(WORDS)], status="SHIPPED")),
+        ("search by two common title words, lending",
+         lambda k: dict(role="lending", q=words(k, 0, 3))),
+        ("search by three common title words, lending (all matches counted)",
+         lambda k: dict(role="lending", q=words(k, 0, 3, 7))),
+        ("search by a common title word, needs attention, borrowing",
+         lambda k: dict(role="borrowing", q=WORDS[k % len(WORDS)], needs_attention=True)),
         ("search by request id (q=REQ-...)",
          lambda k: dict(role="lending" if pick(k) % 10 < 7 else "borrowing",
                         q=f"REQ-{pick(k):08d}")),
