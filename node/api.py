@@ -107,7 +107,7 @@ async def list_requests(request: web.Request) -> web.Response:
     q = request.query
     attention = q.get("attention")
     side_filters = LIST_FILTERS.get(_role(request))
-    async with node.engine.connect() as conn:
+    async with node.read_engine.connect() as conn:
         found = await repo.search(
             conn, _role(request), status=q.get("status"), partner=q.get("partner"),
             q=q.get("q"), needs_attention=None if attention is None else attention in ("1", "true"),
@@ -121,7 +121,7 @@ async def show_request(request: web.Request) -> web.Response:
     node = _node(request)
     # ?brief=1: without the messages' XML and the outbox, for a client that polls the status.
     full = request.query.get("brief") not in ("1", "true")
-    async with node.engine.connect() as conn:
+    async with node.read_engine.connect() as conn:
         view = await repo.view_by_public_id(conn, _role(request), request.match_info["id"],
                                             full=full)
     if view is None:
@@ -141,7 +141,7 @@ async def request_action(request: web.Request) -> web.Response:
 async def get_closure(request: web.Request) -> web.Response:
     node = _node(request)
     kind = _role(request)
-    async with node.engine.connect() as conn:
+    async with node.read_engine.connect() as conn:
         closure = await repo.closure(conn, kind, node.config)
     today = node.clock().date()
     return _json(_closure_view(kind, closure, today))
@@ -150,7 +150,7 @@ async def get_closure(request: web.Request) -> web.Response:
 async def patron_closure(request: web.Request) -> web.Response:
     """The borrowing closure as patrons may read it: the patron page shows it as a notice."""
     node = _node(request)
-    async with node.engine.connect() as conn:
+    async with node.read_engine.connect() as conn:
         closure = await repo.closure(conn, "borrowing", node.config)
     return _json(_closure_view("borrowing", closure, node.clock().date()))
 
@@ -212,7 +212,7 @@ async def patron_create(request: web.Request) -> web.Response:
 async def patron_requests(request: web.Request) -> web.Response:
     node = _node(request)
     patron = request.match_info["patron_id"]
-    async with node.engine.connect() as conn:
+    async with node.read_engine.connect() as conn:
         found = await repo.search(conn, "borrowing", limit=_int(request, "limit", 50),
                                   extra=[borrowing_repo.patron_filter(patron)])
         due = await borrowing_repo.due_dates(conn, [r["id"] for r in found["requests"]])
@@ -248,7 +248,7 @@ async def admin_partners(request: web.Request) -> web.Response:
 async def admin_holdings(request: web.Request) -> web.Response:
     """``GET /api/admin/holdings``: what auto-locate has to go on (records, items per status,
     when the last import changed something)."""
-    async with _node(request).engine.connect() as conn:
+    async with _node(request).read_engine.connect() as conn:
         return _json(await holdings_repo.summary(conn))
 
 
@@ -268,7 +268,7 @@ async def reload_config(request: web.Request) -> web.Response:
 
 async def list_outbox(request: web.Request) -> web.Response:
     node = _node(request)
-    async with node.engine.connect() as conn:
+    async with node.read_engine.connect() as conn:
         rows = await outbox_repo.list_rows(conn, state=request.query.get("state"),
                                            limit=_int(request, "limit", 100))
     return _json({"outbox": rows})

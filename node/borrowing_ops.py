@@ -56,7 +56,7 @@ async def find_for_receive(node, *, request_id: str | None = None,
     if request_id:
         return request_id
     assert lender_request_id is not None
-    async with node.engine.connect() as conn:
+    async with node.read_engine.connect() as conn:
         found = await borrowing_repo.by_lender_request_id(conn, lender_request_id)
     if not found:
         raise NotFound(f"no borrowing request known to its lender as {lender_request_id}")
@@ -97,7 +97,7 @@ async def return_by_barcode(node, barcode: Any, *, actor: str,
     """
     if not isinstance(barcode, str) or not barcode.strip():
         raise ValueError("barcode must be the temporary barcode of a received item")
-    async with node.engine.connect() as conn:
+    async with node.read_engine.connect() as conn:
         holding = await borrowing_repo.with_barcode(conn, barcode, statuses=HOLDING_ITEM)
         anywhere = holding or await borrowing_repo.with_barcode(
             conn, barcode, statuses=tuple(s.value for s in S))
@@ -129,7 +129,7 @@ async def patron_renew(node, patron_id: str, public_id: str,
     (``Renew`` to the lender; fields ``note``, ``due_date``), recorded as
     ``patron:<id>``.  Someone else's request is "not found", so a patron learns
     nothing about it."""
-    async with node.engine.connect() as conn:
+    async with node.read_engine.connect() as conn:
         view = await repo.view_by_public_id(conn, "borrowing", public_id)
     if view is None or view["patron_id"] != patron_id:
         raise NotFound(f"patron {patron_id} has no request {public_id}")
@@ -150,7 +150,7 @@ def patron_view(view: dict[str, Any]) -> dict[str, Any]:
 
 
 async def notices(node, public_id: str) -> list[dict[str, Any]]:
-    async with node.engine.connect() as conn:
+    async with node.read_engine.connect() as conn:
         found = await borrowing_repo.patron_notices(conn, public_id)
     if found is None:
         raise NotFound(f"no borrowing request {public_id}")
@@ -160,7 +160,7 @@ async def notices(node, public_id: str) -> list[dict[str, Any]]:
 async def partners(node) -> list[dict[str, Any]]:
     """The configured partners with what we learned of their lending closures."""
     today = node.clock().date()
-    async with node.engine.connect() as conn:
+    async with node.read_engine.connect() as conn:
         closures = await borrowing_repo.known_partner_closures(conn)
     by_symbol = {k.casefold(): v for k, v in closures.items()}
     out = []

@@ -24,7 +24,7 @@ def _partner_name(node, symbol: str | None) -> str | None:
 
 async def pull_slip(node, public_id: str) -> str:
     """The printable pull slip of one lending request (HTML page)."""
-    async with node.engine.connect() as conn:
+    async with node.read_engine.connect() as conn:
         row = await lending_repo.row_by_public_id(conn, public_id)
     if row is None:
         raise NotFound(f"no lending request {public_id}")
@@ -35,7 +35,7 @@ async def pull_slip(node, public_id: str) -> str:
 
 async def pull_slips(node) -> tuple[str, int]:
     """Every request waiting to be pulled, one slip per printed page; and how many."""
-    async with node.engine.connect() as conn:
+    async with node.read_engine.connect() as conn:
         rows = await lending_repo.to_pull(conn)
     slips = [pullslip.slip_html(LendingTransaction.from_json(r.state),
                                 _partner_name(node, r.partner)) for r in rows]
@@ -53,7 +53,7 @@ async def check_in_by_barcode(node, barcode: Any, *, actor: str,
     if not isinstance(barcode, str) or not barcode.strip():
         raise ValueError("barcode must be a non-empty text")
     barcode = barcode.strip()
-    async with node.engine.connect() as conn:
+    async with node.read_engine.connect() as conn:
         out = await lending_repo.out_by_barcode(conn, barcode)
         if not out:
             seen = await lending_repo.any_by_barcode(conn, barcode)
@@ -80,7 +80,7 @@ async def check_in_by_barcode(node, barcode: Any, *, actor: str,
 async def search(node, *, status: str | None = None, q: str | None = None,
                  partner: str | None = None, barcode: str | None = None,
                  overdue: bool = False, limit: int = 50, offset: int = 0) -> dict[str, Any]:
-    async with node.engine.connect() as conn:
+    async with node.read_engine.connect() as conn:
         return await repo.search(
             conn, "lending", status=status, q=q, partner=partner, limit=limit, offset=offset,
             extra=lending_repo.search_filters(barcode=barcode, overdue=overdue,

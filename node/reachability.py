@@ -29,7 +29,7 @@ def _iso(value: datetime | None) -> str | None:
 
 
 async def partners(node) -> list[dict[str, Any]]:
-    async with node.engine.connect() as conn:
+    async with node.read_engine.connect() as conn:
         status = await partner_status.delivery_status(conn)
     by_symbol = {peer.casefold(): s for peer, s in status.items()}
     out = []

@@ -146,9 +146,16 @@ class Node:
         self._scheduler = None
         self._timer_jobs: set[asyncio.Task] = set()  # timer ticks running now (scheduler.py)
         self._owns_engine = engine is None
+        self._read_engine: AsyncEngine | None = None
         self.timer_interval_seconds = timer_interval_seconds
         self._inbox: asyncio.Queue[_Inbound] | None = None  # partners' messages for the writer
         self._writer_task: asyncio.Task | None = None
+
+    @property
+    def read_engine(self) -> AsyncEngine:
+        """Staff reads (lists, search, views): off the writer's connection on a SQLite
+        file (:func:`node.store.db.create_read_engine`); the engine before start()."""
+        return self._read_engine or self.engine
 
     @property
     def symbol(self) -> AgencyId:
@@ -160,6 +167,7 @@ class Node:
         if self.engine is None:
             self.engine = db.create_engine(self.config.node.database_url)
         await db.check_migrated(self.engine)
+        self._read_engine = db.create_read_engine(self.engine)
         async with self.engine.begin() as conn:
             await repo.seed_closures(conn, self.config, now=self.clock())
             if self.engine.dialect.name == "sqlite":
@@ -209,6 +217,9 @@ class Node:
         if self.session is not None:
             await self.session.close()
             self.session = None
+        if self._read_engine not in (None, self.engine):
+            await self._read_engine.dispose()
+        self._read_engine = None
         if self.engine is not None and self._owns_engine:
             await self.engine.dispose()
             self.engine = None

@@ -11,6 +11,9 @@
   (:mod:`node.store.sqlite_inline`).
 - ``postgresql+asyncpg://...``: a normal pool, no pre-ping (see below).
 
+``create_read_engine(engine)`` gives the engine for staff reads (lists, search, a
+request's view): on a SQLite file, connections of its own (see there); else ``engine``.
+
 Migrations are Alembic scripts in ``node/store/migrations``, found relative to
 this file, never the working directory.  Alembic is imported only to migrate:
 checking that a database is migrated (every ``serve``) reads ``alembic_version``
@@ -88,8 +91,7 @@ def create_engine(url: str | URL, **kwargs: Any) -> AsyncEngine:
 
         kwargs.setdefault("connect_args", {}).setdefault("async_creator_fn",
                                                          sqlite_inline.connect)
-        memory = parsed.database in (None, "", ":memory:") or "mode=memory" in str(parsed)
-        if memory:
+        if _in_memory(parsed):
             kwargs.setdefault("poolclass", StaticPool)
         else:
             kwargs.setdefault("poolclass", AsyncAdaptedQueuePool)
@@ -103,6 +105,46 @@ def create_engine(url: str | URL, **kwargs: Any) -> AsyncEngine:
     # again) and SQLAlchemy then replaces the whole pool; old connections are recycled.
     kwargs.setdefault("pool_recycle", 1800)
     return create_async_engine(parsed, **kwargs)
+
+
+#: Staff reads at once on a SQLite file (each connection on its own thread).
+SQLITE_READERS = 2
+
+
+def create_read_engine(engine: AsyncEngine) -> AsyncEngine:
+    """The engine for staff reads beside ``engine`` (from :func:`create_engine`).
+
+    On a SQLite file: up to SQLITE_READERS connections of its own, each reading a
+    WAL snapshot (a deferred ``BEGIN``) on aiosqlite's thread, ``query_only``.  A
+    long search (tens of ms on a common word at 1M requests) then runs beside the
+    event loop, since SQLite lets go of the GIL while it works, and takes no write
+    lock: partners' messages, the outbox and a CLI's import do not wait for it, as
+    they would on the writing connection, which runs on the loop's thread.
+    Otherwise (PostgreSQL, whose pool already reads beside writes, or SQLite in
+    memory, which other connections cannot see): ``engine`` itself."""
+    url = engine.url
+    if url.get_backend_name() != "sqlite" or _in_memory(url):
+        return engine
+    reader = create_async_engine(url, poolclass=AsyncAdaptedQueuePool,
+                                 pool_size=SQLITE_READERS, max_overflow=0)
+
+    @event.listens_for(reader.sync_engine, "connect")
+    def _on_connect(dbapi_connection, _record):  # pragma: no cover - trivial
+        dbapi_connection.isolation_level = None  # BEGIN below, as for the writer
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute("PRAGMA query_only=ON")
+        finally:
+            cursor.close()
+
+    @event.listens_for(reader.sync_engine, "begin")
+    def _on_begin(conn):  # pragma: no cover - trivial
+        conn.exec_driver_sql("BEGIN")  # one snapshot for the count and the page
+    return reader
+
+
+def _in_memory(url: URL) -> bool:
+    return url.database in (None, "", ":memory:") or "mode=memory" in str(url)
 
 
 def _setup_sqlite(engine: AsyncEngine) -> None:

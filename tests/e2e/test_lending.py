@@ -16,6 +16,9 @@ import asyncio
 import re
 import sys
 import textwrap
+import threading
+import time
+import urllib.request
 from dataclasses import replace
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -24,7 +27,7 @@ import pytest
 from lxml import etree
 from sqlalchemy import func, select
 
-from node.protocol import reader
+from node.protocol import reader, writer
 from node.protocol.codes import (
     Action,
     MessageStatus,
@@ -36,7 +39,7 @@ from node.protocol.codes import (
     YesNo,
 )
 from node.protocol.messages import ServiceInfo
-from node.store import holdings_repo
+from node.store import holdings_repo, repo
 from node.store import tables as t
 from node.supplier.holdings import parse_csv
 from tests import builders
@@ -328,6 +331,48 @@ async def test_the_node_answers_at_once_while_a_big_holdings_import_runs(net, tm
     assert len(waited) >= 5, waited  # the import took a while, and requests came meanwhile
     assert max(waited) < 1.0, waited
     assert len(await borrower.sams(len(waited))) == len(waited)  # and each was answered
+
+
+async def test_a_slow_staff_search_holds_up_no_partner(net, monkeypatch):
+    """Staff reads run beside the node's writing: on SQLite on connections of their own,
+    off the event loop's thread (``db.create_read_engine``), so a search that takes a
+    second delays no partner's message. On the writing connection, a partner's request
+    waited for the whole search, and so did everything else on the loop."""
+    lender, borrower = await start(net)
+    searching, took = threading.Event(), []
+    real_search = repo.search
+
+    async def slow_search(conn, *args, **kw):
+        searching.set()
+        begun = time.monotonic()
+        await conn.exec_driver_sql(
+            "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n WHERE x < 4000000)"
+            " SELECT count(*) FROM n" if conn.dialect.name == "sqlite" else "SELECT pg_sleep(1)")
+        took.append(time.monotonic() - begun)
+        return await real_search(conn, *args, **kw)
+
+    def partner_request() -> float:
+        """From a thread, since the node's loop is this test's: the time to the answer of
+        a request sent while the search runs."""
+        searching.wait(10)
+        time.sleep(0.05)
+        body = writer.serialise(builders.request(PEER, US, "during-search", isbn=MOBY,
+                                                 title=TITLES[MOBY]))
+        begun = time.monotonic()
+        with urllib.request.urlopen(urllib.request.Request(
+                lender.endpoint, data=body, headers={"Content-Type": "application/xml"}),
+                timeout=10) as answer:
+            assert b"<messageStatus>OK</messageStatus>" in answer.read()
+        return time.monotonic() - begun
+
+    monkeypatch.setattr(repo, "search", slow_search)
+    partner = asyncio.get_running_loop().run_in_executor(None, partner_request)
+    code, found = await lender.api("GET", "/api/lending/requests?q=moby")
+    waited = await partner
+    assert code == 200, found
+    assert took[0] > 0.5, took  # the search was slow...
+    assert waited < 0.25, (waited, took)  # ...and the partner did not wait for it
+    assert len(await borrower.sams(1)) == 1  # and was answered
 
 
 async def test_the_admin_sees_what_auto_locate_has_to_go_on(net):
