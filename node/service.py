@@ -302,11 +302,10 @@ class Node:
         peer_auth.authenticate(partner, message, body, credentials or peer_auth.Credentials())
         node_limits.rate_limiter_for(self).hit(str(partner.symbol),
                                                self.config.limits.partner_requests_per_minute)
-        conf = confirm.confirmation_for(message, now=now)
         inbound = _Inbound(
             message=message, body=body, sender=sender, now=now,
             digest=message_digest(sender, message, body),
-            answer=writer.serialise(Envelope(version=envelope.version, message=conf)),
+            answer=confirm.ok_confirmation(message, now=now, version=envelope.version),
             done=asyncio.get_running_loop().create_future(),
         )
         self._writer_inbox().put_nowait(inbound)

@@ -5,6 +5,9 @@
 * :func:`error_confirmation_from_bytes` answers input we could not read: it
   recovers what it can (the message kind, the header ids, the version) from
   the raw bytes, without trusting them.
+* :func:`ok_confirmation` writes the OK confirmation of a message we could
+  read, from a template of the writer's own bytes: every partner's message
+  gets one.
 * :func:`classify` maps any exception (lxml syntax or schema errors,
   ValueError, KeyError, ...) to a :class:`ProtocolError`, so a caller can
   always build a confirmation.
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
+from functools import lru_cache
 
 from lxml import etree
 
@@ -21,11 +25,13 @@ from . import messages as m
 from .codes import NAMESPACE, Action, ErrorType, MessageStatus, ReasonForMessage, Version
 from .errors import BadlyFormed, ProtocolError
 from .safe_xml import parse_xml
+from .writer import format_datetime, serialise
 
 __all__ = [
     "classify",
     "classify_schema_errors",
     "confirmation_for",
+    "ok_confirmation",
     "error_confirmation_from_bytes",
 ]
 
@@ -42,9 +48,20 @@ def confirmation_for(
     message: m.BusinessMessage, *, now: datetime, error: ProtocolError | None = None
 ) -> m.Confirmation:
     """The confirmation answering ``message``: OK, or ERROR carrying ``error``."""
+    _check_answerable(message)
+    return _confirmation(type(message), message.header, now=now, error=error,
+                         reason=getattr(message, "message_info", None)
+                         and message.message_info.reason_for_message,
+                         action=getattr(message, "action", None))
+
+
+def _check_answerable(message) -> None:
     if not isinstance(message, (m.Request, m.SupplyingAgencyMessage, m.RequestingAgencyMessage)):
         raise TypeError(f"no confirmation answers a {type(message).__name__}")
-    header = message.header
+
+
+def _confirmation(kind: type, header: m.Header, *, now: datetime, error: ProtocolError | None,
+                  reason: ReasonForMessage | None, action: Action | None) -> m.Confirmation:
     confirmation_header = m.ConfirmationHeader(
         supplying_agency_id=header.supplying_agency_id,
         requesting_agency_id=header.requesting_agency_id,
@@ -55,17 +72,79 @@ def confirmation_for(
         message_status=MessageStatus.OK if error is None else MessageStatus.ERROR,
     )
     errors = _error_data(error)
-    if isinstance(message, m.Request):
+    if kind is m.Request:
         return m.RequestConfirmation(confirmation_header=confirmation_header, error_data=errors)
-    if isinstance(message, m.SupplyingAgencyMessage):
+    if kind is m.SupplyingAgencyMessage:
         return m.SupplyingAgencyMessageConfirmation(
-            confirmation_header=confirmation_header,
-            reason_for_message=message.message_info.reason_for_message,
-            error_data=errors,
-        )
+            confirmation_header=confirmation_header, reason_for_message=reason,
+            error_data=errors)
     return m.RequestingAgencyMessageConfirmation(
-        confirmation_header=confirmation_header, action=message.action, error_data=errors
-    )
+        confirmation_header=confirmation_header, action=action, error_data=errors)
+
+
+# -- OK confirmations from templates ---------------------------------------------
+
+# Placeholders for the texts a confirmation echoes (private-use characters: never in
+# the template's own markup), and for its two timestamps (both ``now``).
+_TEXTS = ("supplying_type", "supplying", "requesting_type", "requesting", "request_id",
+          "multiple")
+_MARK = {name: f"\ue000{n}\ue000" for n, name in enumerate(_TEXTS)}
+_MARKED_TIME = datetime(1111, 11, 11, 11, 11, 11)
+_TIME = format_datetime(_MARKED_TIME)
+_CUT = re.compile("(" + "|".join([*_MARK.values(), _TIME]) + ")")
+_NAME_OF = {mark: name for name, mark in _MARK.items()} | {_TIME: "now"}
+# Text lxml writes as it is, once &, < and > are escaped; anything else (CR, other
+# control characters, which it refuses or writes as references) goes the writer's way.
+_AS_IS = re.compile(r"[^\x00-\x08\x0b-\x1f\ud800-\udfff\ufffe\uffff]*")
+_ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;"})
+
+
+def ok_confirmation(message: m.BusinessMessage, *, now: datetime, version: Version) -> bytes:
+    """``serialise`` of ``confirmation_for(message, now=now)`` in ``version``, by
+    filling in a template: the writer's own bytes for the confirmation's shape (its
+    kind, version, reason or action and which ids it has), written once with
+    placeholders.  ~10 times cheaper than writing the tree (~5 against ~50 us)."""
+    _check_answerable(message)
+    header = message.header
+    sa, ra = header.supplying_agency_id, header.requesting_agency_id
+    texts = {"supplying_type": sa and sa.type.value, "supplying": sa and sa.value,
+             "requesting_type": ra and ra.type.value, "requesting": ra and ra.value,
+             "request_id": header.requesting_agency_request_id,
+             "multiple": header.multiple_item_request_id if version is Version.V1_2 else None}
+    if any(text is not None and not _AS_IS.fullmatch(text) for text in texts.values()) or (
+            sa and sa.type.scheme) or (ra and ra.type.scheme):
+        return serialise(m.Envelope(version=version,
+                                    message=confirmation_for(message, now=now)))
+    texts = {name: text.translate(_ESCAPES) for name, text in texts.items() if text is not None}
+    texts["now"] = format_datetime(now)
+    pieces = _template(type(message), version, getattr(message, "message_info", None)
+                       and message.message_info.reason_for_message,
+                       getattr(message, "action", None), frozenset(texts) - {"now"})
+    return "".join([piece if n % 2 == 0 else texts[piece]
+                    for n, piece in enumerate(pieces)]).encode()
+
+
+@lru_cache(maxsize=256)
+def _template(kind: type, version: Version, reason: ReasonForMessage | None,
+              action: Action | None, present: frozenset[str]) -> tuple[str, ...]:
+    """Markup and placeholder names in turn: the writer's bytes for a confirmation of
+    this shape, cut at its placeholders."""
+    def agency(name: str) -> m.AgencyId | None:
+        if name not in present:
+            return None
+        return m.AgencyId(type=m.Code(_MARK[name + "_type"]), value=_MARK[name])
+
+    header = m.Header(supplying_agency_id=agency("supplying"),
+                      requesting_agency_id=agency("requesting"), timestamp=_MARKED_TIME,
+                      requesting_agency_request_id=_MARK["request_id"] if "request_id" in present
+                      else None,
+                      multiple_item_request_id=_MARK["multiple"] if "multiple" in present
+                      else None)
+    conf = _confirmation(kind, header, now=_MARKED_TIME, error=None, reason=reason,
+                         action=action)
+    raw = serialise(m.Envelope(version=version, message=conf))
+    return tuple(piece if n % 2 == 0 else _NAME_OF[piece]
+                 for n, piece in enumerate(_CUT.split(raw.decode())))
 
 
 # -- best effort for input that failed to parse ---------------------------------
