@@ -48,16 +48,18 @@ def confirmation_for(
     message: m.BusinessMessage, *, now: datetime, error: ProtocolError | None = None
 ) -> m.Confirmation:
     """The confirmation answering ``message``: OK, or ERROR carrying ``error``."""
-    _check_answerable(message)
+    reason, action = _echoed(message)
     return _confirmation(type(message), message.header, now=now, error=error,
-                         reason=getattr(message, "message_info", None)
-                         and message.message_info.reason_for_message,
-                         action=getattr(message, "action", None))
+                         reason=reason, action=action)
 
 
-def _check_answerable(message) -> None:
+def _echoed(message) -> tuple[ReasonForMessage | None, Action | None]:
+    """The reason (a SAM's) or the action (a RAM's) that ``message``'s confirmation
+    echoes; TypeError if no confirmation answers it."""
     if not isinstance(message, (m.Request, m.SupplyingAgencyMessage, m.RequestingAgencyMessage)):
         raise TypeError(f"no confirmation answers a {type(message).__name__}")
+    info = getattr(message, "message_info", None)
+    return info and info.reason_for_message, getattr(message, "action", None)
 
 
 def _confirmation(kind: type, header: m.Header, *, now: datetime, error: ProtocolError | None,
@@ -103,8 +105,8 @@ def ok_confirmation(message: m.BusinessMessage, *, now: datetime, version: Versi
     """``serialise`` of ``confirmation_for(message, now=now)`` in ``version``, by
     filling in a template: the writer's own bytes for the confirmation's shape (its
     kind, version, reason or action and which ids it has), written once with
-    placeholders.  ~10 times cheaper than writing the tree (~5 against ~50 us)."""
-    _check_answerable(message)
+    placeholders: 12 us against 62 for writing the tree (a slow day's figures)."""
+    reason, action = _echoed(message)
     header = message.header
     sa, ra = header.supplying_agency_id, header.requesting_agency_id
     texts = {"supplying_type": sa and sa.type.value, "supplying": sa and sa.value,
@@ -117,9 +119,7 @@ def ok_confirmation(message: m.BusinessMessage, *, now: datetime, version: Versi
                                     message=confirmation_for(message, now=now)))
     texts = {name: text.translate(_ESCAPES) for name, text in texts.items() if text is not None}
     texts["now"] = format_datetime(now)
-    pieces = _template(type(message), version, getattr(message, "message_info", None)
-                       and message.message_info.reason_for_message,
-                       getattr(message, "action", None), frozenset(texts) - {"now"})
+    pieces = _template(type(message), version, reason, action, frozenset(texts) - {"now"})
     return "".join([piece if n % 2 == 0 else texts[piece]
                     for n, piece in enumerate(pieces)]).encode()
 
