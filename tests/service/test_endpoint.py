@@ -232,3 +232,35 @@ async def test_outbox_reaches_a_peer_that_was_down(net):
         row = (await conn.execute(select(t.outbox))).one()
     assert row.state == "sent"
     await peer.stop()
+
+
+async def test_a_partner_s_answer_to_our_message_is_read_leniently(net):
+    """What the outbox got with a 2xx: a plain OK (the quick look), anything unreadable
+    (delivered is all we know), an OK the quick look leaves to the full read, and an
+    ERROR, which alone is a refusal."""
+    from datetime import UTC, datetime
+    from types import SimpleNamespace
+
+    from node.protocol import confirm, writer
+    from node.protocol.codes import Version
+    from node.protocol.errors import ProtocolError
+    from node.protocol.messages import Envelope
+
+    lib = net.add("alpha")
+    await net.start()
+    message = builders.request(PEER, lib.symbol, "R-1").message
+    now = datetime.now(UTC)
+
+    def answer(error: ProtocolError | None = None) -> bytes:
+        return writer.serialise(Envelope(version=Version.V1_2, message=confirm.confirmation_for(
+            message, now=now, error=error)))
+
+    row = SimpleNamespace(transaction_id=None, peer=PEER, kind="request")
+    plain_ok = answer()
+    for body in (plain_ok, b"thanks", b"<html><body>OK</body></html>",
+                 plain_ok.replace(b">OK<", b">ok<")):
+        assert await lib.node._on_delivered(None, row, 200, body) is None, body
+    verdict = await lib.node._on_delivered(None, row, 200, answer(
+        ProtocolError(ErrorType.UNRECOGNISED_DATA_VALUE, "no such item")))
+    assert not verdict.ok
+    assert verdict.error == f"{PEER} answered ERROR: UnrecognisedDataValue: no such item"

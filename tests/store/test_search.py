@@ -35,6 +35,13 @@ async def add(conn, n: int, *, role: str = "lending", status: str = "WILL_SUPPLY
     ).returning(transactions.c.id))).scalar_one()
 
 
+async def add_attempt(conn, tx_id: int, requesting_request_id: str) -> None:
+    """A borrowing request's first attempt, with its own request id."""
+    await conn.execute(insert(attempts).values(
+        transaction_id=tx_id, seq=1, partner="ISIL:XX-P2",
+        requesting_request_id=requesting_request_id, created_at=T0))
+
+
 async def find(engine, role: str = "lending", **kw) -> dict:
     async with engine.connect() as conn:
         return await search.search(conn, role, **kw)
@@ -136,9 +143,7 @@ async def test_q_finds_a_request_by_any_of_its_ids(migrated_engine):
         await add(conn, 2)
         b = await add(conn, 3, role="borrowing", status="sent", patron_id="PAT-7")
         await add(conn, 4, role="borrowing", status="sent", patron_id="PAT-7")
-        await conn.execute(insert(attempts).values(
-            transaction_id=b, seq=1, partner="ISIL:XX-P2", requesting_request_id="REQ-0003-2",
-            created_at=T0))
+        await add_attempt(conn, b, "REQ-0003-2")
     # An identifier finds its request only, not titles that mention it.
     assert ids(await find(migrated_engine, q="REQ-0002")) == ["L-0002"]
     assert ids(await find(migrated_engine, q=" L-0001 ")) == ["L-0001"]
@@ -198,9 +203,7 @@ async def test_q_finds_both_request_ids_and_the_patron_id_in_any_case(migrated_e
         await add(conn, 1)
         b = await add(conn, 2, role="borrowing", status="sent", patron_id="Pat-7x")
         await add(conn, 3, role="borrowing", status="sent", patron_id="PAT-8")
-        await conn.execute(insert(attempts).values(
-            transaction_id=b, seq=1, partner="ISIL:XX-P2", requesting_request_id="Req-0002-1",
-            created_at=T0))
+        await add_attempt(conn, b, "Req-0002-1")
     assert ids(await find(migrated_engine, q=" req-0001 ")) == ["L-0001"]
     assert ids(await find(migrated_engine, "borrowing", q="pat-7X")) == ["B-0002"]
     assert ids(await find(migrated_engine, "borrowing", q="REQ-0002-1")) == ["B-0002"]
