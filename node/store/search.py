@@ -287,8 +287,9 @@ async def _q_clauses(conn: AsyncConnection, role: str, q: str) -> _Matches:
     rarest = share.index(min(share))
     if len(words) == 1 or share[rarest] * rows > RAREST_ALONE * COUNT_LIMIT:
         # Every word through GIN: its AND reads no more rows than the matches.
+        whole = None if common else _whole_words(words, shares, share[last], rows)
         return _Matches(_ts_match(words, prefix=True), each_row, common=common,
-                        whole_words=_whole_words(words, shares, share[last], rows))
+                        whole_words=whole)
     # A rare word and others: its few matches read, each tested for the others.
     read = _ts_match([words[rarest]], prefix=rarest == last)
     return _Matches(and_(read, each_row), each_row, common=common)
