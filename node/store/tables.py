@@ -78,6 +78,19 @@ class UTCDateTime(TypeDecorator):
             return value.replace(tzinfo=None)
         return value
 
+    def bind_processor(self, dialect):
+        if dialect.name != "sqlite":
+            return super().bind_processor(dialect)
+        utc = self.process_bind_param
+
+        def process(value):
+            # The text SQLite's DATETIME writes, by C's isoformat rather than its
+            # %-formatting of a dict (~1.6 us a value, a dozen values a message stored).
+            value = utc(value, dialect)
+            return None if value is None else value.isoformat(" ", "microseconds")
+
+        return process
+
     def process_result_value(self, value, dialect):
         if value is None:
             return None
