@@ -9,25 +9,26 @@ Every page is an index range read, newest first by ``(updated_at, id)``:
 - ``q`` is first taken as an identifier, by indexed equalities: our public id, the
   requesting and supplying request ids, a borrowing attempt's request id, the patron id,
   an item barcode (``request_barcodes``); each in any case, through indexes on
-  ``lower(...)`` (migrations 0004 and 0005), as the desk's scans; our public id
-  (upper case) typed in lower case too.  When nothing has that identifier, as title words (every
-  word; the last one as a prefix) through full text: FTS5 (``transactions_fts``) on
-  SQLite, the GIN index on ``to_tsvector('simple', title)`` on PostgreSQL.  Up to
-  :data:`COUNT_LIMIT` matches are read from those indexes and sorted; with more
-  (common words) the list's index is walked instead, each row tested: on SQLite against the whole match set, which FTS5
-  builds once (~8 ms per 100,000) and reads one at a time when counting (so counting
-  stops at COUNT_LIMIT); on PostgreSQL by its title, each word looked for in it first
-  (~0.3 us a row), then by full text (~3 us).  PostgreSQL's GIN index reads all the
-  matches before the first (~28 ms per 100,000 for a prefix), so there the words' shares
-  of titles are first estimated from the index's statistics (its most common lexemes,
-  kept by ANALYZE): common words are counted walking the list, newest first, up to
-  COUNT_LIMIT; otherwise the matches of the rarest word only are read through GIN and
-  tested for the others (a rare word and a common one).  A common last word is costly as
-  a prefix: GIN gathers every title holding a word it starts, where whole words are read
-  together, skipping along their lists.  So, by the estimates, the facets are first
-  counted on the titles holding it whole, which are all they need when more than
-  COUNT_LIMIT.  A wrong estimate changes only the time taken; without statistics (a new
-  table) the matches of every word are read through GIN, then walked if too many.
+  ``lower(...)`` (migrations 0004 and 0005), as the desk's scans; our public id (upper
+  case) typed in lower case too.  When nothing has that identifier, as title words
+  (every word; the last one as a prefix) through full text: FTS5 (``transactions_fts``)
+  on SQLite, the GIN index on ``to_tsvector('simple', title)`` on PostgreSQL.  Up to
+  :data:`COUNT_LIMIT` matches are read from those indexes and sorted; with more (common
+  words) the list's index is walked instead, each row tested: on SQLite against the
+  whole match set, which FTS5 builds once (~8 ms per 100,000) and reads one at a time
+  when counting (so counting stops at COUNT_LIMIT); on PostgreSQL by its title, each
+  word looked for in it first (~0.3 us a row), then by full text (~3 us).  PostgreSQL's
+  GIN index reads all the matches before the first (~28 ms per 100,000 for a prefix), so
+  there the words' shares of titles are first estimated from the index's statistics (its
+  most common lexemes, kept by ANALYZE): common words are counted walking the list,
+  newest first, up to COUNT_LIMIT; otherwise the matches of the rarest word only are
+  read through GIN and tested for the others (a rare word and a common one).  A common
+  last word is costly as a prefix: GIN gathers every title holding a word it starts,
+  where whole words are read together, skipping along their lists.  So, by the
+  estimates, the facets are first counted on the titles holding it whole, which are all
+  they need when more than COUNT_LIMIT.  A wrong estimate changes only the time taken;
+  without statistics (a new table) the matches of every word are read through GIN, then
+  walked if too many.
 
 With ``needs_attention``, title words are tested on each request of that short queue,
 walked through its own index in list order, rather than read from the words' index.

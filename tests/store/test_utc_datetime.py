@@ -8,9 +8,10 @@ from datetime import UTC, date, datetime, timedelta, timezone
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from sqlalchemy import DateTime, literal, select
+from sqlalchemy import DateTime, insert, select
 from sqlalchemy.dialects import sqlite
 
+from node.store import tables
 from node.store.tables import UTCDateTime
 
 _SQLITE = sqlite.dialect()
@@ -40,11 +41,14 @@ def test_sqlite_refuses_what_is_not_an_aware_datetime():
         _OURS(date(2026, 1, 1))
 
 
-async def test_a_value_comes_back_the_same_instant_in_utc(migrated_engine):
+async def test_a_value_is_stored_and_comes_back_the_same_instant_in_utc(migrated_engine):
     sent = datetime(2026, 12, 7, 9, 30, 0, 5, tzinfo=timezone(timedelta(hours=5, minutes=30)))
-    async with migrated_engine.connect() as conn:
-        got = (await conn.execute(select(literal(sent, UTCDateTime())))).scalar_one()
+    closures = tables.partner_closures
+    async with migrated_engine.begin() as conn:
+        await conn.execute(insert(closures).values(symbol="ISIL:XX-1", learned_at=sent))
+        got = (await conn.execute(select(closures.c.learned_at))).scalar_one()
         if migrated_engine.dialect.name == "sqlite":
-            stored = (await conn.exec_driver_sql("SELECT ?", (_OURS(sent),))).scalar_one()
+            stored = (await conn.exec_driver_sql(
+                "SELECT learned_at FROM partner_closures")).scalar_one()
             assert stored == "2026-12-07 04:00:00.000005"
     assert got == sent and got.tzinfo is UTC
