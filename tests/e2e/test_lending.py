@@ -339,7 +339,7 @@ async def test_a_slow_staff_search_holds_up_no_partner(net, monkeypatch):
     second delays no partner's message. On the writing connection, a partner's request
     waited for the whole search, and so did everything else on the loop."""
     lender, borrower = await start(net)
-    searching, took = threading.Event(), []
+    searching, searched = threading.Event(), []
     real_search = repo.search
 
     async def slow_search(conn, *args, **kw):
@@ -348,30 +348,32 @@ async def test_a_slow_staff_search_holds_up_no_partner(net, monkeypatch):
         await conn.exec_driver_sql(
             "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n WHERE x < 4000000)"
             " SELECT count(*) FROM n" if conn.dialect.name == "sqlite" else "SELECT pg_sleep(1)")
-        took.append(time.monotonic() - begun)
+        searched.append((begun, time.monotonic()))
         return await real_search(conn, *args, **kw)
 
     def partner_request() -> float:
-        """From a thread, since the node's loop is this test's: the time to the answer of
+        """From a thread, since the node's loop is this test's: when the answer came to
         a request sent while the search runs."""
         searching.wait(10)
         time.sleep(0.05)
         body = writer.serialise(builders.request(PEER, US, "during-search", isbn=MOBY,
                                                  title=TITLES[MOBY]))
-        begun = time.monotonic()
         with urllib.request.urlopen(urllib.request.Request(
                 lender.endpoint, data=body, headers={"Content-Type": "application/xml"}),
                 timeout=10) as answer:
             assert b"<messageStatus>OK</messageStatus>" in answer.read()
-        return time.monotonic() - begun
+        return time.monotonic()
 
     monkeypatch.setattr(repo, "search", slow_search)
     partner = asyncio.get_running_loop().run_in_executor(None, partner_request)
     code, found = await lender.api("GET", "/api/lending/requests?q=moby")
-    waited = await partner
+    answered = await partner
     assert code == 200, found
-    assert took[0] > 0.5, took  # the search was slow...
-    assert waited < 0.25, (waited, took)  # ...and the partner did not wait for it
+    (begun, ended), = searched
+    assert ended - begun > 0.5, searched  # the search was slow...
+    # ...and the partner's answer came while it still ran, not after. (Not a time limit:
+    # on a loaded CI machine one answer took 0.7 s, still well inside the search.)
+    assert answered < ended, (answered - begun, ended - begun)
     assert len(await borrower.sams(1)) == 1  # and was answered
 
 
