@@ -22,9 +22,12 @@ Every page is an index range read, newest first by ``(updated_at, id)``:
   there the words' shares of titles are first estimated from the index's statistics (its
   most common lexemes, kept by ANALYZE): common words are counted walking the list,
   newest first, up to COUNT_LIMIT; otherwise the matches of the rarest word only are
-  read through GIN and tested for the others (a rare word and a common one).  A common
-  last word is costly as a prefix: GIN gathers every title holding a word it starts,
-  where whole words are read together, skipping along their lists.  So, by the
+  read through GIN and tested for the others (a rare word and a common one).  The last
+  word is costly as a prefix: GIN gathers every title holding a word it starts before
+  the first match, where whole words are read together, skipping along their lists.  So
+  it is read as the title words it starts, whole (``title_lexemes``, kept by the
+  triggers of migration 0006; three common words at 1M requests: ~14 against ~28 ms).
+  When it starts more than :data:`STARTING_LIMIT`, it stays a prefix, and, by the
   estimates, the facets are first counted on the titles holding it whole, which are all
   they need when more than COUNT_LIMIT.  A wrong estimate changes only the time taken;
   without statistics (a new table) the matches of every word are read through GIN, then
@@ -42,7 +45,8 @@ from ``status_counts``; with ``q`` or another filter they are counted over the
 matches, up to :data:`COUNT_LIMIT`.
 
 ``status_counts``, ``request_barcodes`` and ``transactions_fts`` are kept in step by
-the triggers of migration 0003, whoever writes ``transactions``.
+the triggers of migration 0003, ``title_lexemes`` by those of 0006, whoever writes
+``transactions``.
 """
 
 from __future__ import annotations
@@ -61,6 +65,7 @@ from sqlalchemy import (
     String,
     and_,
     bindparam,
+    cast,
     column,
     false,
     func,
@@ -68,9 +73,11 @@ from sqlalchemy import (
     literal_column,
     select,
     table,
+    text,
     tuple_,
     union,
 )
+from sqlalchemy.dialects.postgresql import TSQUERY
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from . import tables as t
@@ -89,6 +96,9 @@ WALK_COST = 4
 RAREST_ALONE = 20
 #: Seconds the title words' statistics are kept: they change only on ANALYZE.
 STATS_SECONDS = 300
+#: PostgreSQL reads the last word as a prefix when it starts more title words than this,
+#: else those words whole: 111 of them, each one's list read through GIN, ~0.5 ms at 1M.
+STARTING_LIMIT = 128
 
 _FTS = table("transactions_fts", column("rowid"))
 _WORD = re.compile(r"\w+")
@@ -171,17 +181,53 @@ def _fts_match(words: list[str]):
     return literal_column("transactions_fts").op("MATCH")(literal(match))
 
 
-def _ts_match(words: list[str], *, prefix: bool, indexed: bool = True):
+def _ts_match(words: list[str], *, prefix: bool, indexed: bool = True,
+              starting: list[str] | None = None):
     """PostgreSQL: titles holding every word, the last one as a prefix if ``prefix``;
-    through the GIN index, or (``indexed=False``) tested row by row."""
+    through the GIN index, or (``indexed=False``) tested row by row.  ``starting``: the
+    title words the last one starts (:func:`_words_starting`), read whole instead."""
     tx = t.transactions
     # The same expression as the index ix_transactions_title_words, so that it is used;
     # title || '' is not that expression, so that it is not.
     title = tx.c.title if indexed else tx.c.title.op("||")(literal_column("''"))
     document = func.to_tsvector(literal_column("'simple'"),
                                 func.coalesce(title, literal_column("''")))
-    terms = [*words[:-1], f"{words[-1]}:*" if prefix else words[-1]]
-    return document.op("@@")(func.to_tsquery(literal_column("'simple'"), " & ".join(terms)))
+    if not starting:
+        terms = [*words[:-1], f"{words[-1]}:*" if prefix else words[-1]]
+        return document.op("@@")(func.to_tsquery(literal_column("'simple'"), " & ".join(terms)))
+    # Lexemes as they are stored, quoted for tsquery's input rather than parsed again
+    # (to_tsquery reads "winter-garden" as a phrase of three words, and a quote as syntax).
+    last = cast(literal(" | ".join(_quoted_lexeme(w) for w in starting)), TSQUERY)
+    if len(words) > 1:
+        last = func.to_tsquery(literal_column("'simple'"), " & ".join(words[:-1])).op("&&")(last)
+    return document.op("@@")(last)
+
+
+def _quoted_lexeme(lexeme: str) -> str:
+    escaped = lexeme.replace("\\", "\\\\").replace("'", "''")
+    return f"'{escaped}'"
+
+
+_WORDS_STARTING = text(
+    "SELECT lexeme FROM title_lexemes WHERE lexeme >= :word AND lexeme < :past"
+    # The word is one lexeme as to_tsquery reads it (not "a_b", read as two words).
+    " AND tsvector_to_array(to_tsvector('simple', :word)) = ARRAY[CAST(:word AS text)]"
+    " ORDER BY lexeme LIMIT :n")
+
+
+async def _words_starting(conn: AsyncConnection, word: str) -> list[str] | None:
+    """PostgreSQL: the title words (``title_lexemes``, migration 0006) that ``word``
+    starts, if at most STARTING_LIMIT; else, or when there are none, None (its prefix
+    is then read as such: a prefix no title word has costs nothing to read).  In byte
+    order, the words ``word`` starts are those from it up to, not including, it with
+    its last character the next one."""
+    after = ord(word[-1]) + 1
+    if after > 0x10FFFF or 0xD800 <= after <= 0xDFFF:
+        return None
+    past = word[:-1] + chr(after)
+    found = (await conn.execute(_WORDS_STARTING, {
+        "word": word, "past": past, "n": STARTING_LIMIT + 1})).scalars().all()
+    return list(found) if 0 < len(found) <= STARTING_LIMIT else None
 
 
 def _title_test(words: list[str]):
@@ -216,7 +262,8 @@ class _Matches:
     ids and statuses as FTS5 reads them (SQLite's title words); ``common``: PostgreSQL's
     statistics say they are better counted walking the list; ``title_words``: ``q``
     is read as title words, not an identifier; ``whole_words``, PostgreSQL: a cheaper
-    read of some of them, the last word whole rather than as a prefix (below)."""
+    read of some of them, the last word whole rather than as a prefix starting too
+    many title words (below)."""
 
     read: Any
     each_row: Any
@@ -278,7 +325,8 @@ async def _q_clauses(conn: AsyncConnection, role: str, q: str) -> _Matches:
     each_row = _title_test(words)
     shares = await _word_shares(conn)
     if shares is None:
-        return _Matches(_ts_match(words, prefix=True), each_row)
+        starting = await _words_starting(conn, words[-1])
+        return _Matches(_ts_match(words, prefix=True, starting=starting), each_row)
     last = len(words) - 1
     share = [_share(shares, w, prefix=i == last) for i, w in enumerate(words)]
     joint = math.prod(share)
@@ -288,8 +336,11 @@ async def _q_clauses(conn: AsyncConnection, role: str, q: str) -> _Matches:
     rarest = share.index(min(share))
     if len(words) == 1 or share[rarest] * rows > RAREST_ALONE * COUNT_LIMIT:
         # Every word through GIN: its AND reads no more rows than the matches.
-        whole = None if common else _whole_words(words, shares, share[last], rows)
-        return _Matches(_ts_match(words, prefix=True), each_row, common=common,
+        if common:  # walked: not read through GIN
+            return _Matches(_ts_match(words, prefix=True), each_row, common=True)
+        starting = await _words_starting(conn, words[-1])
+        whole = None if starting else _whole_words(words, shares, share[last], rows)
+        return _Matches(_ts_match(words, prefix=True, starting=starting), each_row,
                         whole_words=whole)
     # A rare word and others: its few matches read, each tested for the others.
     read = _ts_match([words[rarest]], prefix=rarest == last)

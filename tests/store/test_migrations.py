@@ -42,9 +42,11 @@ EXPECTED_TABLES = {
 
 
 def _ours(name: str | None) -> bool:
-    """Not the full-text search of migration 0003 (SQLite's FTS5 table and its shadow
-    tables, PostgreSQL's GIN index), which the tables module does not describe."""
-    return not (name or "").startswith(("transactions_fts", "ix_transactions_title_words"))
+    """Not the full-text search of migrations 0003 and 0006 (SQLite's FTS5 table and its
+    shadow tables, PostgreSQL's GIN index and title words), which the tables module
+    does not describe."""
+    return not (name or "").startswith(
+        ("transactions_fts", "ix_transactions_title_words", "title_lexemes"))
 
 
 async def test_check_migrated_refuses_empty_database(db_url):

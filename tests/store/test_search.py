@@ -7,6 +7,7 @@ Rows are written with the same columns the store writes; the triggers of migrati
 from __future__ import annotations
 
 import asyncio
+import re
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 
@@ -14,6 +15,7 @@ import pytest
 from sqlalchemy import delete, func, insert, select, update
 
 from node.store import search
+from node.store.db import create_engine, migrate_async
 from node.store.tables import attempts, transactions
 from tests.store.statements import explain, statements_of
 from tests.store.test_desk_lookups import assert_no_scan, plans
@@ -374,9 +376,10 @@ async def test_common_words_are_counted_walking_the_list_by_the_statistics(
     def facets_of(found_ids: list[str]) -> dict[str, int]:
         return dict(Counter(status_of[i] for i in found_ids))
 
-    # No statistics: every word's matches read through GIN, as before them.
+    # No statistics: every word's matches read through GIN, as before them (the last
+    # word as the title words it starts, here itself).
     found, statement, params, plan = await counted(migrated_engine, q="atlas")
-    assert "ix_transactions_title_words" in plan and "atlas:*" in params, plan
+    assert "ix_transactions_title_words" in plan and "'atlas'" in params, plan
     assert not found["total_exact"] and found["facets"] == facets_of(atlas[:6])
     assert await all_pages(migrated_engine, q="atlas", limit=50) == atlas
 
@@ -504,12 +507,14 @@ async def test_words_with_underscores_match_as_full_text_does(migrated_engine, m
 async def test_common_words_with_a_common_last_word_spare_its_prefix(
         migrated_engine, monkeypatch):
     """GIN gathers every title holding a word the last one starts before its first match
-    (~35 ms for two common words at 1M requests): by the statistics, the facets are
-    first counted on the titles holding the last word whole (~9 ms); the answers are
-    those of a prefix all the same."""
+    (~35 ms for two common words at 1M requests). When the last word starts too many
+    title words to read them whole, by the statistics, the facets are first counted on
+    the titles holding the last word whole (~9 ms); the answers are those of a prefix
+    all the same."""
     if migrated_engine.dialect.name == "sqlite":
         pytest.skip("PostgreSQL's statistics choose how title words are read")
     monkeypatch.setattr(search, "STATS_SECONDS", 0)
+    monkeypatch.setattr(search, "STARTING_LIMIT", 1)  # "north", "northern"
     monkeypatch.setattr(search, "WALK_COST", 10**6)  # read through GIN, never walked
     status_of = {}
     async with migrated_engine.begin() as conn:
@@ -559,3 +564,75 @@ async def test_common_words_with_a_common_last_word_spare_its_prefix(
     assert [r[0] for r in reads] == ["atlas & north", "atlas & north:*"], reads
     assert not found["total_exact"] and found["total"] == 6
     assert await all_pages(migrated_engine, q="atlas north", limit=25) == atlas_north
+
+
+WINTER_TITLES = ["Winter tales", "Winters of discontent", "Wintering in the north",
+                 "Summer and winter", "A winter-garden", "Tales of the wintry sea", "Summer days"]
+
+
+def starting_winter(titles: dict[str, str]) -> list[str]:
+    """The ids whose titles hold a word starting "winter", newest first."""
+    return sorted((i for i, title in titles.items()
+                   if any(w.startswith("winter") for w in re.split(r"[\W_]+", title.lower()))),
+                  reverse=True)
+
+
+async def test_a_last_word_is_read_as_the_title_words_it_starts(migrated_engine, monkeypatch):
+    """PostgreSQL: GIN reads a prefix by gathering every title holding a word it starts
+    before the first match (three common words at 1M requests: ~35 ms); the title words
+    it starts (migration 0006), read whole, are read together, skipping (~8 ms)."""
+    if migrated_engine.dialect.name == "sqlite":
+        pytest.skip("FTS5 reads a prefix from its own terms")
+    titles = {f"L-{n:04d}": title for n, title in enumerate(WINTER_TITLES, start=1)}
+    async with migrated_engine.begin() as conn:
+        # Several requests in one INSERT, as the store writes a batch.
+        await conn.execute(insert(transactions), [dict(
+            role="lending", public_id=i, partner="ISIL:XX-P1", requesting_agency_id="x",
+            requesting_request_id=i, status="SHIPPED", title=title, created_at=T0,
+            updated_at=T0 + timedelta(minutes=int(i[2:])), state={})
+            for i, title in titles.items()])
+        # Words as the parser may keep them, which to_tsquery would read otherwise.
+        await conn.exec_driver_sql("INSERT INTO title_lexemes VALUES"
+                                   " ('winter''s'), ('winter\\x'), ('winter:*'), ('winter|a')")
+
+    async def searched(q: str) -> tuple[list[str], list]:
+        async with statements_of(migrated_engine) as seen:
+            found = await find(migrated_engine, q=q)
+        return ids(found), [p for s, p in seen if "coalesce(transactions.title, '')" in s]
+
+    found, reads = await searched("winter")
+    assert found == starting_winter(titles)
+    [(query, *_)] = reads  # each word whole, quoted as tsquery's input reads it
+    assert query == ("'winter' | 'winter''s' | 'winter-garden' | 'winter:*' | 'winter\\\\x'"
+                     " | 'wintering' | 'winters' | 'winter|a'")
+    assert (await searched("tales winter"))[0] == ["L-0001"]
+    assert (await searched("tales wint"))[0] == ["L-0006", "L-0001"]  # wintry too
+    # A title changed: its words are added.
+    async with migrated_engine.begin() as conn:
+        await conn.execute(update(transactions).where(transactions.c.public_id == "L-0007")
+                           .values(title="Winterbourne abbey"))
+    titles["L-0007"] = "Winterbourne abbey"
+    assert (await searched("winter"))[0] == starting_winter(titles)
+    # Too many words start it: read as a prefix, with the same answers.
+    monkeypatch.setattr(search, "STARTING_LIMIT", 3)
+    found, reads = await searched("winter")
+    assert found == starting_winter(titles) and "winter:*" in str(reads), reads
+    # None does (or no word does and it is not one word either): as a prefix.
+    assert (await searched("summerx"))[0] == []
+    assert (await searched("north_winter"))[0] == []
+
+
+async def test_title_words_stored_before_migration_0006_are_read(db_url):
+    engine = create_engine(db_url)
+    try:
+        await migrate_async(engine, "0005")
+        async with engine.begin() as conn:
+            for n, title in enumerate(WINTER_TITLES[:4], start=1):
+                await add(conn, n, title=title)
+        await migrate_async(engine)
+        async with engine.begin() as conn:
+            await add(conn, 5, title="Winter again")
+        found = await find(engine, q="winter")
+        assert ids(found) == ["L-0005", "L-0004", "L-0003", "L-0002", "L-0001"]
+    finally:
+        await engine.dispose()
