@@ -15,23 +15,25 @@ Every page is an index range read, newest first by ``(updated_at, id)``:
   on SQLite, the GIN index on ``to_tsvector('simple', title)`` on PostgreSQL.  Up to
   :data:`COUNT_LIMIT` matches are read from those indexes and sorted; with more (common
   words) the list's index is walked instead, each row tested: on SQLite against the
-  whole match set, which FTS5 builds once (~8 ms per 100,000) and reads one at a time
-  when counting (so counting stops at COUNT_LIMIT); on PostgreSQL by its title, each
-  word looked for in it first (~0.3 us a row), then by full text (~3 us).  PostgreSQL's
-  GIN index reads all the matches before the first (~28 ms per 100,000 for a prefix), so
-  there the words' shares of titles are first estimated from the index's statistics (its
-  most common lexemes, kept by ANALYZE): common words are counted walking the list,
-  newest first, up to COUNT_LIMIT; otherwise the matches of the rarest word only are
-  read through GIN and tested for the others (a rare word and a common one).  The last
-  word is costly as a prefix: GIN gathers every title holding a word it starts before
-  the first match, where whole words are read together, skipping along their lists.  So
-  it is read as the title words it starts, whole (``title_lexemes``, kept by the
-  triggers of migration 0006; three common words at 1M requests: ~14 against ~28 ms).
-  When it starts more than :data:`STARTING_LIMIT`, it stays a prefix, and, by the
-  estimates, the facets are first counted on the titles holding it whole, which are all
-  they need when more than COUNT_LIMIT.  A wrong estimate changes only the time taken;
-  without statistics (a new table) the matches of every word are read through GIN, then
-  walked if too many.
+  whole match set, which FTS5 builds once (~10 ms per 100,000) and reads one at a time,
+  newest first, when counting (so counting stops at COUNT_LIMIT), or, when those newest
+  matches say the words are common at the top of the list, an ASCII title by GLOB as
+  FTS5 splits it (a common word at 1M requests: ~8 against ~17 ms); on PostgreSQL by its
+  title, each word looked for in it first (~0.3 us a row), then by full text (~3 us).
+  PostgreSQL's GIN index reads all the matches before the first (~28 ms per 100,000 for
+  a prefix), so there the words' shares of titles are first estimated from the index's
+  statistics (its most common lexemes, kept by ANALYZE): common words are counted
+  walking the list, newest first, up to COUNT_LIMIT; otherwise the matches of the rarest
+  word only are read through GIN and tested for the others (a rare word and a common
+  one).  The last word is costly as a prefix: GIN gathers every title holding a word it
+  starts before the first match, where whole words are read together, skipping along
+  their lists.  So it is read as the title words it starts, whole (``title_lexemes``,
+  kept by the triggers of migration 0006; three common words at 1M requests: ~14 against
+  ~28 ms).  When it starts more than :data:`STARTING_LIMIT`, it stays a prefix, and, by
+  the estimates, the facets are first counted on the titles holding it whole, which are
+  all they need when more than COUNT_LIMIT.  A wrong estimate changes only the time
+  taken; without statistics (a new table) the matches of every word are read through
+  GIN, then walked if too many.
 
 With ``needs_attention``, title words are tested on each request of that short queue,
 walked through its own index in list order, rather than read from the words' index.
@@ -62,9 +64,11 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
+    LargeBinary,
     String,
     and_,
     bindparam,
+    case,
     cast,
     column,
     false,
@@ -96,6 +100,9 @@ WALK_COST = 4
 RAREST_ALONE = 20
 #: Seconds the title words' statistics are kept: they change only on ANALYZE.
 STATS_SECONDS = 300
+#: SQLite: a row walked testing its title (read from the table, GLOB) costs ~5 us, as
+#: much as ~50 matches put in the set FTS5 builds (~10 ms per 100,000) to test rows by.
+TITLE_TEST_COST = 50
 #: PostgreSQL reads the last word as a prefix when it starts more title words than this,
 #: else those words whole: 111 of them, each one's list read through GIN, ~0.5 ms at 1M.
 STARTING_LIMIT = 128
@@ -244,15 +251,38 @@ def _title_test(words: list[str]):
                 _ts_match(words, prefix=True, indexed=False))
 
 
+def _title_globs(words: list[str], matches):
+    """SQLite: titles holding every word, the last one as a prefix, tested row by row
+    without ``matches``, the set of all of them FTS5 builds first (~10 ms per 100,000),
+    for titles of ASCII characters only.  Those are tested by GLOB: FTS5's tokenizer
+    (unicode61) makes words of the runs of ASCII letters and digits, lower-cased, so a
+    word is one between two characters that are neither (the title padded with
+    spaces).  Other titles are tested against ``matches``, built at the first of them:
+    their characters may be folded (``remove_diacritics``), and FTS5 looking one title
+    up costs ~45 us a whole word, ~2.5 ms a prefix.  None for a word other than ASCII
+    letters and digits, which FTS5 may split."""
+    if not all(w.isascii() and w.isalnum() for w in words):
+        return None
+    title = func.coalesce(t.transactions.c.title, literal_column("''"))
+    padded = literal_column("' '").op("||")(func.lower(title)).op("||")(literal_column("' '"))
+    globs = [padded.op("GLOB")(literal(f"*[^a-z0-9]{w}[^a-z0-9]*")) for w in words[:-1]]
+    globs.append(padded.op("GLOB")(literal(f"*[^a-z0-9]{words[-1]}*")))
+    # Characters as many as bytes in UTF-8: ASCII only.
+    ascii_only = func.length(title) == func.length(cast(title, LargeBinary))
+    return case((ascii_only, and_(*globs)), else_=matches)
+
+
 def _streamed_matches(role: str, words: list[str]):
     """SQLite: the ids and statuses of ``role``'s titles holding ``words``, read from FTS5 one
-    match at a time (in rowid order), so that counting up to COUNT_LIMIT stops there,
-    where ``id IN (...)`` first builds the whole match set (~10 ms per 100,000).
+    match at a time, newest (highest rowid) first, so that counting up to COUNT_LIMIT
+    stops there, where ``id IN (...)`` first builds the whole match set (~10 ms per
+    100,000); the ids read say how common the words are among the newest requests.
     ``rowid + 0`` keeps FTS5 from being the inner table, looked up per row (~35 us each)."""
     tx = t.transactions
     return (select(tx.c.id, tx.c.status)
             .select_from(_FTS.join(tx, tx.c.id == _FTS.c.rowid + literal_column("0")))
-            .where(role_clause(role, few=True), _fts_match(words)))
+            .where(role_clause(role, few=True), _fts_match(words))
+            .order_by(_FTS.c.rowid.desc()))
 
 
 @dataclass(frozen=True)
@@ -263,7 +293,8 @@ class _Matches:
     statistics say they are better counted walking the list; ``title_words``: ``q``
     is read as title words, not an identifier; ``whole_words``, PostgreSQL: a cheaper
     read of some of them, the last word whole rather than as a prefix starting too
-    many title words (below)."""
+    many title words (below); ``by_title``, SQLite: ``each_row`` by each title's
+    characters where it can (:func:`_title_globs`)."""
 
     read: Any
     each_row: Any
@@ -271,6 +302,7 @@ class _Matches:
     common: bool = False
     title_words: bool = True
     whole_words: Any = None
+    by_title: Any = None
 
 
 async def _word_shares(conn: AsyncConnection) -> dict[str, float] | None:
@@ -312,7 +344,8 @@ async def _q_clauses(conn: AsyncConnection, role: str, q: str) -> _Matches:
         return _Matches(false(), false())
     if conn.dialect.name == "sqlite":
         match = tx.c.id.in_(select(_FTS.c.rowid).where(_fts_match(words)))
-        return _Matches(match, match, streamed=_streamed_matches(role, words))
+        return _Matches(match, match, streamed=_streamed_matches(role, words),
+                        by_title=_title_globs(words, match))
     # The planner overestimates prefix matches and starts parallel workers, which take
     # longer to start than the whole index read (~20 ms against ~3 ms at 1M); a plan it
     # thinks costly is compiled by JIT (~15 ms).  It also underestimates the matches of
@@ -386,10 +419,10 @@ async def _counted_facets(conn: AsyncConnection, role: str) -> dict[str, int]:
 
 
 async def _facets_of_matches(conn: AsyncConnection, matches, some=None
-                             ) -> tuple[dict[str, int], list[int] | None]:
+                             ) -> tuple[dict[str, int], list[int]]:
     """Requests per status among ``matches`` (a select of ids and statuses), read up to
-    COUNT_LIMIT + 1; and their ids if that is all of them (else None), so that a page
-    of them need not look them up again (a second read of the words' index).
+    COUNT_LIMIT + 1, and the ids read: all of them if no more than COUNT_LIMIT, so that
+    a page of them need not look them up again (a second read of the words' index).
     ``some``: a select of some of the matches, cheaper to read, read first: if it finds
     more than COUNT_LIMIT, so would ``matches``, and its facets stand for theirs."""
     for read in (some, matches):
@@ -397,8 +430,21 @@ async def _facets_of_matches(conn: AsyncConnection, matches, some=None
             rows = (await conn.execute(read.limit(COUNT_LIMIT + 1))).all()
             if len(rows) > COUNT_LIMIT:
                 break
-    facets = Counter(r.status for r in rows)
-    return dict(facets), [r.id for r in rows] if len(rows) <= COUNT_LIMIT else None
+    return dict(Counter(r.status for r in rows)), [r.id for r in rows]
+
+
+async def _walked_by_title(conn: AsyncConnection, newest: list[int], walked: int) -> bool:
+    """SQLite: whether walking the list for ``walked`` matches, each row's title tested
+    (:func:`_title_globs`), costs less than FTS5 building the set of all of them,
+    estimated from ``newest``, the ids of the newest matches (more than COUNT_LIMIT),
+    as ids are given in order: the requests stored since the oldest of them, per
+    match, are the rows walked per match (a word common years ago and not since is
+    rare at the top of the list); all the requests stored, over that, the matches.
+    A common word (1 title in 10, 1M requests): ~8 against ~17 ms; two (1 in 140):
+    ~35 against ~15 ms, so the set."""
+    stored = (await conn.execute(select(func.max(t.transactions.c.id)))).scalar_one()
+    gap = (stored - min(newest) + 1) / len(newest)
+    return walked * gap * TITLE_TEST_COST < stored / gap
 
 
 async def search(conn: AsyncConnection, role: str, *, status: str | None = None,
@@ -432,7 +478,7 @@ async def search(conn: AsyncConnection, role: str, *, status: str | None = None,
     elif not q:
         facets, ids = await _facets_of_matches(conn, select(tx.c.id, tx.c.status).where(
             role_clause(role, few=identified), *where))
-        exact = ids is not None
+        exact = len(ids) <= COUNT_LIMIT
     else:
         found = await _q_clauses(conn, role, q)
         # Few requests need attention (a work queue, with its own index in list order):
@@ -455,9 +501,14 @@ async def search(conn: AsyncConnection, role: str, *, status: str | None = None,
             if found.whole_words is not None:
                 some = select(tx.c.id, tx.c.status).where(found.whole_words, *few_of)
         facets, ids = await _facets_of_matches(conn, matches, some)
-        exact = ids is not None
-        # All of them counted: the page takes them by id, not read or tested again.
-        where.append(tx.c.id.in_(ids) if exact else found.each_row)
+        exact = len(ids) <= COUNT_LIMIT
+        if exact:  # all of them counted: the page takes them by id, not tested again
+            where.append(tx.c.id.in_(ids))
+        elif matches is found.streamed and found.by_title is not None and (
+                await _walked_by_title(conn, ids, offset + limit + 1)):
+            where.append(found.by_title)
+        else:
+            where.append(found.each_row)
         few = identified or exact
     where.insert(0, role_clause(role, few=few))
     if status:

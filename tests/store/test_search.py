@@ -335,10 +335,10 @@ TRICKY_WORDS = ["Café", "cafe", "CAFÉ", "cafe\u0301s", "naïve", "Straße", "s
 
 
 async def test_the_walked_title_test_agrees_with_full_text(migrated_engine, monkeypatch):
-    """Past COUNT_LIMIT matches the page walks the list testing each row (SQLite: against
-    FTS5's set of matches; PostgreSQL: each word in the lower-cased title, then full
-    text): it must find what reading the matches from full text finds, whatever the
-    titles hold."""
+    """Past COUNT_LIMIT matches the page walks the list testing each row (SQLite: an
+    ASCII title by GLOB, or against FTS5's set of matches; PostgreSQL: each word in the
+    lower-cased title, then full text): it must find what reading the matches from full
+    text finds, whatever the titles hold."""
     rng = random.Random(7)
     async with migrated_engine.begin() as conn:
         for n in range(1, 301):
@@ -355,10 +355,38 @@ async def test_the_walked_title_test_agrees_with_full_text(migrated_engine, monk
         exact = await find(migrated_engine, q=q, limit=300)
         assert exact["total_exact"], q
         monkeypatch.setattr(search, "COUNT_LIMIT", 1)
-        walked = await all_pages(migrated_engine, q=q, limit=40)
-        assert walked == ids(exact), q
+        for cost in (0, 10**9):  # SQLite: by GLOB where it can, then against the set
+            monkeypatch.setattr(search, "TITLE_TEST_COST", cost)
+            walked = await all_pages(migrated_engine, q=q, limit=40)
+            assert walked == ids(exact), (q, cost)
         found.append(walked)
     assert sum(map(bool, found)) >= len(queries) - 4, found  # "ost", "stor his"...
+
+
+async def test_sqlite_walks_titles_when_the_words_are_common_among_the_newest(
+        migrated_engine, monkeypatch):
+    """SQLite: a common word's page tests each ASCII title walked by GLOB, rather than
+    against the set of all its matches FTS5 builds first (~10 ms per 100,000), when the
+    newest matches say it is common at the top of the list; not a word common long
+    ago only, which would walk every row since, each read from the table."""
+    if migrated_engine.dialect.name != "sqlite":
+        pytest.skip("SQLite's FTS5 builds the set of matches")
+    monkeypatch.setattr(search, "COUNT_LIMIT", 5)
+    monkeypatch.setattr(search, "TITLE_TEST_COST", 1)  # the set dearer, as at 1M requests
+    async with migrated_engine.begin() as conn:
+        for n in range(1, 401):  # "atlas" in 1 title in 2; "plague" in the 10 oldest only
+            await add(conn, n, title=f"Atlas of the sea {n}" if n % 2 else
+                      f"The plague year {n}" if n <= 20 else f"Chart {n}")
+
+    async def walked(q: str) -> tuple[list[str], bool]:
+        async with statements_of(migrated_engine) as seen:
+            found = await all_pages(migrated_engine, q=q, limit=20)
+        return found, any("GLOB" in statement for statement, _ in seen)
+
+    atlas, by_title = await walked("atlas")
+    assert atlas == [f"L-{n:04d}" for n in range(399, 0, -2)] and by_title
+    plague, by_title = await walked("plag")
+    assert plague == [f"L-{n:04d}" for n in range(20, 0, -2)] and not by_title
 
 
 async def analyze(engine) -> None:
