@@ -32,11 +32,12 @@ down_revision: str | None = '0005'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-# In byte order, so that concurrent writers adding the same new words take their locks
-# in one order, and neither waits for the other in turn (a deadlock).
+# The words of the titles of ``{rows}`` (a table, or a row as one), in byte order, so
+# that concurrent writers adding the same new words take their locks in one order, and
+# neither waits for the other in turn (a deadlock).
 _LEXEMES_OF = """
-    SELECT DISTINCT lexeme COLLATE "C" FROM {rows},
-        unnest(tsvector_to_array(to_tsvector('simple', coalesce({rows}.title, ''))))
+    SELECT DISTINCT lexeme COLLATE "C" FROM {rows} AS titled,
+        unnest(tsvector_to_array(to_tsvector('simple', coalesce(titled.title, ''))))
         AS lexeme
     ORDER BY 1
 """
@@ -50,9 +51,7 @@ _PG = [
             ON CONFLICT DO NOTHING;
         ELSE
             INSERT INTO title_lexemes (lexeme)
-            SELECT lexeme FROM unnest(tsvector_to_array(
-                to_tsvector('simple', coalesce(NEW.title, '')))) AS lexeme
-            ORDER BY 1
+            {_LEXEMES_OF.format(rows='(SELECT NEW.title AS title)')}
             ON CONFLICT DO NOTHING;
         END IF;
         RETURN NULL;
