@@ -23,6 +23,7 @@ nothing else of the node's waits on its calls that did not before.
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import time
 from functools import partial
@@ -36,7 +37,15 @@ RETRY_SECONDS = 0.002
 
 
 class InlineConnection(aiosqlite.Connection):
+    # The call running on aiosqlite's thread, if any.  Its caller may have been
+    # cancelled (a stopping node, a handler gone), and the thread still runs it; until
+    # it is done no other call may run on the loop's thread: one sqlite3 connection
+    # used from two threads at once can crash the process.
+    _on_thread: asyncio.Future | None = None
+
     async def _execute(self, fn, *args, **kwargs):
+        while self._on_thread is not None:
+            await asyncio.wait([self._on_thread])  # neither its outcome nor our cancel passes
         if not self._running or not self._connection:
             raise ValueError("Connection closed")
         try:
@@ -44,7 +53,16 @@ class InlineConnection(aiosqlite.Connection):
         except sqlite3.OperationalError as exc:
             if not _locked(exc):
                 raise
-        return await super()._execute(self._waiting, fn, *args, **kwargs)
+        on_thread = asyncio.ensure_future(super()._execute(self._waiting, fn, *args, **kwargs))
+        self._on_thread = on_thread
+        on_thread.add_done_callback(self._thread_done)
+        return await asyncio.shield(on_thread)  # a cancelled caller leaves it running
+
+    def _thread_done(self, on_thread: asyncio.Future) -> None:
+        if self._on_thread is on_thread:
+            self._on_thread = None
+        if not on_thread.cancelled():
+            on_thread.exception()  # its caller may be gone: retrieved, not logged
 
     def _waiting(self, fn, *args, **kwargs):
         """On aiosqlite's thread: ``fn``, tried again while the database is locked."""

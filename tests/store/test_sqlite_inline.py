@@ -97,3 +97,25 @@ async def test_a_lock_never_released_is_database_is_locked(locked, monkeypatch):
         await insert(engine, 1)
     other.execute("ROLLBACK")
     await insert(engine, 2)  # and the connection is usable after
+
+
+async def test_a_call_left_waiting_on_the_thread_keeps_the_connection(locked):
+    """A caller cancelled while its call waits for the lock on aiosqlite's thread (a
+    stopping node): the thread still runs the call, and the connection's next call waits
+    for it instead of using the connection from the loop's thread at the same time
+    (which crashed the process)."""
+    engine, other = locked
+    async with engine.connect() as conn:
+        raw = (await conn.get_raw_connection()).driver_connection
+        waiting = asyncio.create_task(raw.execute("BEGIN IMMEDIATE"))
+        await asyncio.sleep(0.05)
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        after = asyncio.create_task(raw.execute("SELECT 1"))
+        await asyncio.sleep(0.1)
+        assert not after.done()  # the BEGIN still runs on the thread, waiting for the lock
+        other.execute("COMMIT")
+        await asyncio.wait_for(after, 5)
+        assert raw.in_transaction  # the cancelled call's BEGIN did run, then the SELECT
+        await raw.rollback()
