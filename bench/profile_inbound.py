@@ -208,8 +208,8 @@ def instrument() -> dict:
     wrap(repo, "save_state", "repo.save_state (UPDATE transactions, state JSON)")
     wrap(repo, "add_history", "repo.add_history (INSERT history)")
     wrap(repo, "add_history_event", "repo.add_history_event (INSERT history)")
-    wrap(repo, "log_messages", "repo.log_messages (INSERT messages, in + out, per batch)")
-    wrap(outbox_repo, "enqueue_many", "outbox_repo.enqueue_many (INSERT outbox, per batch)")
+    wrap(repo, "write_rows", "repo.write_rows (INSERT messages in + out, history, outbox, "
+         "per batch)")
     wrap(outbox_repo, "enqueue_leased", "outbox_repo.enqueue_leased (INSERT outbox..RETURNING)")
     wrap(service.Node, "_queue", "_queue (serialise + log + enqueue)")
     wrap(service.Node, "_apply", "_apply (save_state+history+queue)")

@@ -862,9 +862,7 @@ class Node:
 
 
 async def _write(conn: AsyncConnection, rows: _Rows) -> None:
-    await repo.log_messages(conn, rows.messages)
-    await repo.add_history(conn, rows.history)
-    await outbox_repo.enqueue_many(conn, rows.outbox)
+    await repo.write_rows(conn, messages=rows.messages, history=rows.history, outbox=rows.outbox)
 
 
 def _received_row(inbound: _Inbound) -> dict[str, Any]:

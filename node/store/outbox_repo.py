@@ -75,24 +75,18 @@ _FIELDS = tuple(c.name for c in outbox.columns)
 
 def outbox_row(*, transaction_id: int | None, peer: str, url: str, kind: str, body: bytes,
                now: datetime) -> dict:
-    """A message to POST to ``url``, due at once (:func:`enqueue`, :func:`enqueue_many`)."""
+    """A message to POST to ``url``, due at once (:func:`enqueue`, or a batch's with
+    :func:`node.store.repo.write_rows`)."""
     return dict(transaction_id=transaction_id, peer=peer, url=url, kind=kind, body=bytes(body),
                 state="pending", attempts=0, next_attempt_at=now, created_at=now)
 
 
-_ENQUEUE = insert(outbox)
-_ENQUEUE_RETURNING_ID = _ENQUEUE.returning(outbox.c.id)
+_ENQUEUE_RETURNING_ID = insert(outbox).returning(outbox.c.id)
 
 
 async def enqueue(conn: AsyncConnection, **row) -> int:
     """Queue one message (:func:`outbox_row`'s arguments); returns the outbox id."""
     return int((await conn.execute(_ENQUEUE_RETURNING_ID, outbox_row(**row))).scalar_one())
-
-
-async def enqueue_many(conn: AsyncConnection, rows: list[dict]) -> None:
-    """Queue messages (:func:`outbox_row`) in one statement; the worker claims them."""
-    if rows:
-        await conn.execute(_ENQUEUE, rows)
 
 
 async def enqueue_leased(
@@ -447,7 +441,6 @@ __all__ = [
     "OutboxRow",
     "claim_due",
     "enqueue",
-    "enqueue_many",
     "outbox_row",
     "for_transaction",
     "get",

@@ -15,7 +15,6 @@ from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import bindparam, func, insert, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ..machine import Effect, HistoryEntry
@@ -26,7 +25,7 @@ from ..protocol.messages import (
     SupplyingAgencyMessage,
 )
 from ..supplier.locate import identifiers_of, locate as match_holdings
-from . import holdings_repo, outbox_repo
+from . import bulk, holdings_repo, outbox_repo
 from . import search as staff_search
 from . import tables as t
 
@@ -120,7 +119,6 @@ async def locate_many(conn: AsyncConnection, requests: list[Request], policy, ou
 
 _SELECT_CONFIRMATIONS = select(t.messages.c.digest, t.messages.c.confirmation).where(
     t.messages.c.digest.in_(bindparam("digests", expanding=True)))
-_INSERT_MESSAGES = insert(t.messages)
 
 
 async def confirmations_for_digests(conn: AsyncConnection, digests: list[str]
@@ -147,7 +145,7 @@ def _summary_fields(message: BusinessMessage) -> dict[str, Any]:
 def message_row(*, direction: str, message: BusinessMessage, raw: bytes, peer: str | None,
                 now: datetime, digest: str | None = None,
                 confirmation: bytes | None = None) -> dict[str, Any]:
-    """One row of the message log, for :func:`log_messages` once its ``transaction_id``
+    """One row of the message log, for :func:`write_rows` once its ``transaction_id``
     is set."""
     return dict(
         direction=direction, kind=message.KIND, peer=peer,
@@ -159,10 +157,12 @@ def message_row(*, direction: str, message: BusinessMessage, raw: bytes, peer: s
     )
 
 
-async def log_messages(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
-    """Write message-log rows (:func:`message_row`) in one statement."""
-    if rows:
-        await conn.execute(_INSERT_MESSAGES, rows)
+async def write_rows(conn: AsyncConnection, *, messages: list[dict[str, Any]],
+                     history: list[dict[str, Any]], outbox: list[dict[str, Any]]) -> None:
+    """A batch's message-log (:func:`message_row`), history (:func:`history_row`) and
+    outbox (:func:`outbox_repo.outbox_row`) rows: one statement on PostgreSQL."""
+    await bulk.insert_rows(conn, [(t.messages, messages), (t.history, history),
+                                  (t.outbox, outbox)])
 
 
 # -- transactions -------------------------------------------------------------------
@@ -190,12 +190,6 @@ _LOCK_BY_ATTEMPT = _locked(
     .where(t.attempts.c.requesting_request_id == bindparam("request_id"),
            _tx.c.role == "borrowing"))
 _INSERT_TRANSACTION = insert(_tx).returning(_tx.c.id)
-# A partner's new request: the unique (role, agency, request id) says whether it is new.
-_INSERT_NEW_TRANSACTION = {
-    dialect.dialect.name: dialect.insert(_tx).on_conflict_do_nothing().returning(
-        _tx.c.id, _tx.c.public_id)
-    for dialect in (sqlite, postgresql)
-}
 _SAVE_STATE = update(_tx).where(_tx.c.id == bindparam("tx_id")).values(
     version=_tx.c.version + 1)
 
@@ -253,8 +247,9 @@ async def insert_transaction(conn: AsyncConnection, row: dict[str, Any], *,
                              if_new: bool = False) -> int | None:
     """Insert a request (:func:`transaction_row`); returns its id.  ``if_new``: return None
     instead of raising when (role, agency, request id) or the public id is already taken."""
-    stmt = _INSERT_NEW_TRANSACTION[conn.dialect.name] if if_new else _INSERT_TRANSACTION
-    return (await conn.execute(stmt, row)).scalar()
+    if if_new:
+        return (await insert_new_transactions(conn, [row])).get(row["public_id"])
+    return (await conn.execute(_INSERT_TRANSACTION, row)).scalar()
 
 
 async def insert_new_transactions(conn: AsyncConnection, rows: list[dict[str, Any]]
@@ -264,7 +259,8 @@ async def insert_new_transactions(conn: AsyncConnection, rows: list[dict[str, An
     is taken is left out, not an error."""
     if not rows:
         return {}
-    result = await conn.execute(_INSERT_NEW_TRANSACTION[conn.dialect.name], rows)
+    # A partner's new request: the unique (role, agency, request id) says whether it is new.
+    result = await bulk.insert_new(conn, _tx, rows, ("id", "public_id"))
     return {r.public_id: r.id for r in result}
 
 
@@ -306,12 +302,9 @@ async def due_timers(conn: AsyncConnection, *, now: datetime, limit: int) -> lis
 
 # -- history and effects --------------------------------------------------------------
 
-_INSERT_HISTORY = insert(t.history)
-
-
 def history_row(tx_id: int, *, event: str, actor: str, now: datetime, summary: str,
                 detail: dict | None = None) -> dict[str, Any]:
-    """One line of a request's audit trail, for :func:`add_history`."""
+    """One line of a request's audit trail, for :func:`add_history` or :func:`write_rows`."""
     return dict(transaction_id=tx_id, at=now, actor=actor, event=event,
                 detail={"summary": summary, **(detail or {})})
 
@@ -325,8 +318,7 @@ def history_rows(tx_id: int, entries: tuple[HistoryEntry, ...], *, actor: str,
 
 async def add_history(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
     """Write history rows (:func:`history_row`) in one statement."""
-    if rows:
-        await conn.execute(_INSERT_HISTORY, rows)
+    await bulk.insert_rows(conn, [(t.history, rows)])
 
 
 async def add_history_event(conn: AsyncConnection, tx_id: int, *, event: str, actor: str,
