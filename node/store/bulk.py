@@ -48,9 +48,7 @@ async def insert_new(conn: AsyncConnection, table: Table, rows: list[dict],
     _check_keys([(table, rows)])
     if conn.dialect.name != "postgresql":
         return await conn.execute(_insert_new(table, returning), rows)
-    quote = _POSTGRESQL.identifier_preparer.quote
-    return await _unnest(conn, [(table, rows)], " ON CONFLICT DO NOTHING RETURNING "
-                         + ", ".join(quote(name) for name in returning))
+    return await _unnest(conn, [(table, rows)], returning)
 
 
 def _check_keys(writes: list[tuple[Table, list[dict]]]) -> None:
@@ -65,7 +63,7 @@ def _check_keys(writes: list[tuple[Table, list[dict]]]) -> None:
 
 
 async def _unnest(conn: AsyncConnection, writes: list[tuple[Table, list[dict]]],
-                  tail: str = "") -> Result:
+                  returning: tuple[str, ...] = ()) -> Result:
     shapes = tuple((table, tuple(rows[0])) for table, rows in writes)
     params: dict[str, list] = {}
     for n, ((table, rows), (_, names)) in enumerate(zip(writes, shapes, strict=True)):
@@ -75,7 +73,7 @@ async def _unnest(conn: AsyncConnection, writes: list[tuple[Table, list[dict]]],
             process = table.c[name].type._cached_bind_processor(conn.dialect)
             values = [row[name] for row in rows]
             params[f"p{n}_{m}"] = values if process is None else [process(v) for v in values]
-    return await conn.execute(_statement(shapes, tail), params)
+    return await conn.execute(_statement(shapes, returning), params)
 
 
 @cache
@@ -90,10 +88,12 @@ def _insert_new(table: Table, returning: tuple[str, ...]):
 
 
 @cache
-def _statement(shapes: tuple[tuple[Table, tuple[str, ...]], ...], tail: str) -> TextClause:
-    """``WITH w0 AS (INSERT ...), w1 AS (INSERT ...) INSERT ... tail``: the rows of each
+def _statement(shapes: tuple[tuple[Table, tuple[str, ...]], ...],
+               returning: tuple[str, ...]) -> TextClause:
+    """``WITH w0 AS (INSERT ...), w1 AS (INSERT ...) INSERT ...``: the rows of each
     table from ``unnest`` of one array per column, inserted in the arrays' order (the
-    outbox sends a request's messages in id order)."""
+    outbox sends a request's messages in id order).  With ``returning``, the last
+    INSERT leaves out the rows a unique constraint refuses and returns those columns."""
     quote = _POSTGRESQL.identifier_preparer.quote
     inserts = []
     for n, (table, names) in enumerate(shapes):
@@ -105,6 +105,9 @@ def _statement(shapes: tuple[tuple[Table, tuple[str, ...]], ...], tail: str) -> 
             f"INSERT INTO {quote(table.name)} ({', '.join(quote(name) for name in names)}) "
             f"SELECT {aliases} FROM unnest({arrays}) WITH ORDINALITY AS u({aliases}, n) "
             "ORDER BY n")
+    if returning:
+        inserts[-1] += (" ON CONFLICT DO NOTHING RETURNING "
+                        + ", ".join(quote(name) for name in returning))
     *first, last = inserts
     with_ = ", ".join(f"w{n} AS ({sql})" for n, sql in enumerate(first))
-    return text((f"WITH {with_} " if first else "") + last + tail)
+    return text((f"WITH {with_} " if first else "") + last)
