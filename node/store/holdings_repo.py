@@ -17,7 +17,6 @@ from sqlalchemy import (
     Date,
     Integer,
     String,
-    bindparam,
     cast,
     delete,
     func,
@@ -25,7 +24,6 @@ from sqlalchemy import (
     null,
     or_,
     select,
-    tuple_,
     union,
     union_all,
 )
@@ -42,6 +40,7 @@ from ..supplier.locate import (
     normalise_oclc,
     title_key,
 )
+from . import bulk
 from . import tables as t
 
 _NORMALISE = {
@@ -251,23 +250,33 @@ def _first_per_key(table, conditions, *key_columns):
     return select(ranked.c.record_id).where(ranked.c.rank <= CANDIDATE_LIMIT)
 
 
+#: Joins a pair of keys into one value, so that pairs go as one list (bulk.in_list):
+#: no key holds it (identifier kinds are names; values, titles and authors are
+#: normalised, their words joined by spaces).
+_PAIR = "\x1f"
+
+
+def _pair(first, second):
+    return first + _PAIR + second
+
+
 def _candidate_ids():
     """Record ids any request of a batch may match: by identifier, by title alone, or
     by title and author (records without an author too), each with its position
     in the database's order of record ids."""
     by_identifier = _first_per_key(_ident, [
         # The pairs alone are exact but scan on SQLite; kind IN and value IN reach the index.
-        _ident.c.kind.in_(bindparam("kinds", expanding=True)),
-        _ident.c.value.in_(bindparam("values", expanding=True)),
-        tuple_(_ident.c.kind, _ident.c.value).in_(bindparam("keys", expanding=True)),
+        bulk.in_list(_ident.c.kind, "kinds"),
+        bulk.in_list(_ident.c.value, "values"),
+        bulk.in_list(_pair(_ident.c.kind, _ident.c.value), "keys"),
     ], _ident.c.kind, _ident.c.value)
     by_title = _first_per_key(_records, [
-        _records.c.title_key.in_(bindparam("titles", expanding=True)),
+        bulk.in_list(_records.c.title_key, "titles"),
     ], _records.c.title_key)
     by_title_and_author = _first_per_key(_records, [
-        _records.c.title_key.in_(bindparam("titles_with_author", expanding=True)),
-        or_(tuple_(_records.c.title_key, _records.c.author_key).in_(
-            bindparam("titles_and_authors", expanding=True)), _records.c.author_key.is_(None)),
+        bulk.in_list(_records.c.title_key, "titles_with_author"),
+        or_(bulk.in_list(_pair(_records.c.title_key, _records.c.author_key),
+                         "titles_and_authors"), _records.c.author_key.is_(None)),
     ], _records.c.title_key, _records.c.author_key)
     ids = union(by_identifier, by_title, by_title_and_author).subquery()
     # The position follows the database's collation, as the LIMIT of a query per
@@ -369,10 +378,10 @@ async def candidates_many(conn: AsyncConnection, keys_list: list[LookupKeys]
     if not pairs and not titles and not titles_and_authors:
         return [[] for _ in keys_list]
     found = _Found(await conn.execute(_CANDIDATES, {
-        "keys": sorted(pairs), "kinds": sorted({k for k, _ in pairs}),
+        "keys": sorted(_pair(*pair) for pair in pairs), "kinds": sorted({k for k, _ in pairs}),
         "values": sorted({v for _, v in pairs}), "titles": sorted(titles),
         "titles_with_author": sorted({title for title, _ in titles_and_authors}),
-        "titles_and_authors": sorted(titles_and_authors),
+        "titles_and_authors": sorted(_pair(*pair) for pair in titles_and_authors),
     }))
     return [found.for_request(keys, w) for keys, w in zip(keys_list, wanted, strict=True)]
 

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import (
+    ARRAY,
     Integer,
     and_,
     bindparam,
@@ -42,6 +43,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from node.store import bulk
 from node.store.tables import outbox
 
 
@@ -141,7 +143,7 @@ def _claim_statement(dialect: str, excluding: bool):
         ),
     ]
     if excluding:
-        claimable.append(o.c.id.notin_(bindparam("sending", expanding=True)))
+        claimable.append(~bulk.in_list(o.c.id, "sending"))
     candidates = (
         select(o.c.id)
         .where(*claimable)
@@ -259,31 +261,56 @@ async def mark_all_sent(
     if not deliveries:
         return set()
     params = {"now": now, "worker_id": worker_id}
-    for n, d in enumerate(deliveries):
-        params.update({f"id_{n}": d.id, f"status_{n}": d.http_status,
-                       f"confirmation_{n}": bytes(d.confirmation)})
-    result = await conn.execute(_mark_all_sent_statement(len(deliveries)), params)
+    if conn.dialect.name == "postgresql":
+        params.update(ids=[d.id for d in deliveries],
+                      statuses=[d.http_status for d in deliveries],
+                      confirmations=[bytes(d.confirmation) for d in deliveries])
+        statement = _MARK_ALL_SENT_FROM_ARRAYS
+    else:
+        for n, d in enumerate(deliveries):
+            params.update({f"id_{n}": d.id, f"status_{n}": d.http_status,
+                           f"confirmation_{n}": bytes(d.confirmation)})
+        statement = _mark_all_sent_statement(len(deliveries))
+    result = await conn.execute(statement, params)
     return set(result.scalars())
+
+
+def _mark_all_sent(where, status, confirmation):
+    return (update(outbox)
+            .where(where, outbox.c.state == "pending",
+                   outbox.c.locked_by == bindparam("worker_id", type_=outbox.c.locked_by.type))
+            .values(**_sent(bindparam("now", type_=outbox.c.sent_at.type), status,
+                            confirmation))
+            .returning(outbox.c.id))
+
+
+def _mark_all_sent_from_arrays():
+    """:func:`mark_all_sent`'s statement on PostgreSQL: the rows' ids, statuses and
+    confirmations as three arrays (``ids``, ``statuses``, ``confirmations``), one text
+    for any number of rows (prepared once, see :mod:`node.store.bulk`)."""
+    arrays = [bindparam(name, type_=ARRAY(column.type)) for name, column in (
+        ("ids", outbox.c.id), ("statuses", outbox.c.last_http_status),
+        ("confirmations", outbox.c.confirmation))]
+    sent = func.unnest(*arrays).table_valued("id", "status", "confirmation").render_derived()
+    return _mark_all_sent(outbox.c.id == sent.c.id, sent.c.status, sent.c.confirmation)
+
+
+_MARK_ALL_SENT_FROM_ARRAYS = _mark_all_sent_from_arrays()
 
 
 @functools.lru_cache(maxsize=128)
 def _mark_all_sent_statement(rows: int):
-    """:func:`mark_all_sent`'s statement for ``rows`` rows, built once per size (building
-    it on every round cost more than running it): ``id_N``, ``status_N`` and
-    ``confirmation_N`` per row, ``now`` and ``worker_id``."""
+    """:func:`mark_all_sent`'s statement on SQLite for ``rows`` rows, built once per
+    size (building it on every round cost more than running it): ``id_N``,
+    ``status_N`` and ``confirmation_N`` per row, ``now`` and ``worker_id``."""
     ids = [bindparam(f"id_{n}", type_=outbox.c.id.type) for n in range(rows)]
 
     def per_row(name: str, column):  # CASE WHEN id = :id_0 THEN :name_0 ... END
         return case(*((outbox.c.id == ids[n], bindparam(f"{name}_{n}", type_=column.type))
                       for n in range(rows)))
 
-    return (update(outbox)
-            .where(outbox.c.id.in_(ids), outbox.c.state == "pending",
-                   outbox.c.locked_by == bindparam("worker_id", type_=outbox.c.locked_by.type))
-            .values(**_sent(bindparam("now", type_=outbox.c.sent_at.type),
-                            per_row("status", outbox.c.last_http_status),
-                            per_row("confirmation", outbox.c.confirmation)))
-            .returning(outbox.c.id))
+    return _mark_all_sent(outbox.c.id.in_(ids), per_row("status", outbox.c.last_http_status),
+                          per_row("confirmation", outbox.c.confirmation))
 
 
 async def mark_retry(

@@ -118,7 +118,7 @@ async def locate_many(conn: AsyncConnection, requests: list[Request], policy, ou
 # -- messages -------------------------------------------------------------------------
 
 _SELECT_CONFIRMATIONS = select(t.messages.c.digest, t.messages.c.confirmation).where(
-    t.messages.c.digest.in_(bindparam("digests", expanding=True)))
+    bulk.in_list(t.messages.c.digest, "digests"))
 
 
 async def confirmations_for_digests(conn: AsyncConnection, digests: list[str]

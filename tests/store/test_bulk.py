@@ -138,3 +138,29 @@ async def test_rows_of_one_table_with_different_keys_are_refused(migrated_engine
         async with statements_of(migrated_engine) as seen:
             await bulk.insert_rows(conn, [(t.history, []), (t.outbox, [])])
         assert seen == []
+
+
+async def test_in_list_selects_as_in_does_with_one_statement_text_on_postgresql(
+        migrated_engine):
+    """``bulk.in_list``: the rows an ``IN`` of the list selects (negated too), whatever
+    the list; on PostgreSQL one statement text for any length (prepared once), the
+    values whole (a CAST to the column's VARCHAR(n)[] would cut them)."""
+    column = t.transactions.c.requesting_request_id  # VARCHAR(255)
+    long_id = "L" * 255
+    async with migrated_engine.begin() as conn:
+        await repo.insert_new_transactions(conn, [
+            _request(n, requesting_request_id=rid)
+            for n, rid in enumerate([*ODD[:6], long_id])])
+        statement = select(column).where(bulk.in_list(column, "ids")).order_by(column)
+        negated = select(column).where(~bulk.in_list(column, "ids")).order_by(column)
+        every = set((await conn.execute(select(column))).scalars())
+        async with statements_of(migrated_engine) as seen:
+            for ids in ([], ["O'Brien"], ODD, [long_id], [long_id + "x"], [None, "a,b"]):
+                got = set((await conn.execute(statement, {"ids": ids})).scalars())
+                assert got == every & set(ids), ids
+                got = set((await conn.execute(negated, {"ids": ids})).scalars())
+                if None not in ids:  # NOT IN a list holding NULL is NULL: nothing
+                    assert got == every - set(ids), ids
+    texts = {text for text, _ in seen}
+    # SQLite: a text per length (0, 1, 2 and 9 values) and sense
+    assert len(texts) == (2 if migrated_engine.dialect.name == "postgresql" else 8), texts

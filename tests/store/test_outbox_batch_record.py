@@ -18,6 +18,7 @@ from node.outbox import DeliveryVerdict, OutboxWorker
 from node.store import outbox_repo as repo
 from node.store.tables import history, outbox, transactions
 from tests.peer import LoopbackPeer
+from tests.store.statements import statements_of
 
 REJECTED = b"<rejected/>"  # on_delivered answers an ERROR verdict for this one
 CREATED = b"<created/>"  # the peer answers 201 to this one, 200 to the others
@@ -173,13 +174,20 @@ async def test_mark_all_sent_marks_only_rows_leased_to_the_worker(migrated_engin
     at = datetime.now(UTC)
     async with migrated_engine.begin() as conn:
         ids = [await repo.enqueue(conn, transaction_id=None, peer="ISIL:YY-1", url="http://x/",
-                                  kind="k", body=b"<m/>", now=at) for _ in range(3)]
-        await repo.claim_due(conn, worker_id="w1", now=at, lease_seconds=60, limit=2)
-        marked = await repo.mark_all_sent(
-            conn, [repo.Delivery(oid, 200 + n, b"c%d" % n) for n, oid in enumerate(ids)],
-            now=at, worker_id="w1")
-        assert marked == set(ids[:2])  # the third was never claimed by w1
+                                  kind="k", body=b"<m/>", now=at) for _ in range(5)]
+        await repo.claim_due(conn, worker_id="w1", now=at, lease_seconds=60, limit=4)
+        async with statements_of(migrated_engine) as seen:
+            marked = await repo.mark_all_sent(
+                conn, [repo.Delivery(oid, 200 + n, b"c%d" % n) for n, oid in enumerate(ids[1:])],
+                now=at, worker_id="w1")
+            assert marked == set(ids[1:4])  # the last was never claimed by w1
+            assert await repo.mark_all_sent(
+                conn, [repo.Delivery(ids[0], 299, b"first")], now=at, worker_id="w1") == {ids[0]}
         assert await repo.mark_all_sent(conn, [], now=at, worker_id="w1") == set()
         got = [await repo.get(conn, oid) for oid in ids]
     assert [(r.state, r.last_http_status, r.confirmation) for r in got] == [
-        ("sent", 200, b"c0"), ("sent", 201, b"c1"), ("pending", None, None)]
+        ("sent", 299, b"first"), ("sent", 200, b"c0"), ("sent", 201, b"c1"),
+        ("sent", 202, b"c2"), ("pending", None, None)]
+    # PostgreSQL: one statement text for any number of rows, prepared once.
+    texts = {text for text, _ in seen}
+    assert len(texts) == (1 if migrated_engine.dialect.name == "postgresql" else 2)
