@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import logging
 import secrets
@@ -51,6 +52,7 @@ from .protocol.messages import (
 )
 from .store import auth_repo, db, outbox_repo, repo
 from .supplier import machine as smachine
+from .supplier.locate import LocateResult
 
 log = logging.getLogger("node.messages")
 
@@ -103,6 +105,20 @@ class _Rows:
         self.outbox.extend(other.outbox)
         self.leased.extend(other.leased)
         self.unleased += other.unleased
+
+
+@dataclass(frozen=True, slots=True)
+class _BatchReads:
+    """What a batch read before storing its messages (Node._read_for_batch)."""
+
+    closures: dict[str, Closure]
+    # digest -> the answer already given to that message: stored, or (the batch adds
+    # them) earlier in this batch
+    answered: dict[str, bytes]
+    found: dict[int, LocateResult]  # id() of each request of the batch -> auto-locate's
+
+    def located(self, request: Request) -> LocateResult:
+        return self.found[id(request)]  # the batch holds its messages: ids stay theirs
 
 
 class _TogetherFailed(Exception):
@@ -355,9 +371,8 @@ class Node:
         outcomes: list[bytes | Exception] = []
         try:
             async with self.engine.begin() as conn:
-                # Read once per batch, inside it: no partner's message changes a closure.
-                closures = await repo.closures(conn, self.config)
-                answered = await repo.confirmations_for_digests(conn, [i.digest for i in batch])
+                # Read once per batch, first: no partner's message changes a closure.
+                reads = await self._read_for_batch(conn, batch)
                 # A message alone (a quiet node) needs no SAVEPOINT (two round trips
                 # fewer): its failure rolls back the whole transaction, which stores
                 # nothing else; and its answers go out leased at insert.  A busy node's
@@ -367,13 +382,13 @@ class Node:
                 rows = _Rows(lease=alone)  # of the messages stored, one statement per table
                 done: dict[int, bytes | Exception] = {}
                 if together and not alone:
-                    await self._store_new_requests(conn, batch, closures, answered, rows, done)
+                    await self._store_new_requests(conn, batch, reads, rows, done)
                 for n, inbound in enumerate(batch):
                     if n in done:
                         continue
                     try:
                         done[n] = await self._store_one(
-                            conn, inbound, closures, answered, rows, savepoint=not alone)
+                            conn, inbound, reads, rows, savepoint=not alone)
                     except Exception as exc:  # this message only: its savepoint is undone
                         if alone:
                             raise
@@ -403,6 +418,46 @@ class Node:
             else:
                 inbound.done.set_result(outcome)
 
+    async def _read_for_batch(self, conn: AsyncConnection, batch: list[_Inbound]
+                              ) -> _BatchReads:
+        """What ``batch`` needs read before it is stored: the closures, the answers
+        already given to its messages, the holdings its requests may be located in.
+
+        On PostgreSQL the three queries run at once, the last two on connections of
+        their own: each query is a round trip after which the writer waits its turn
+        behind the HTTP handlers, most of a busy batch's time (bench/RESULTS.md §1).
+        Read outside the batch's transaction, they see what it would see (READ
+        COMMITTED: each statement reads what is committed when it starts, and the
+        batch has written nothing yet); the closures are read on the batch's own
+        connection, so that its BEGIN goes meanwhile."""
+        requests = [inbound.message for inbound in batch if isinstance(inbound.message, Request)]
+        digests = [inbound.digest for inbound in batch]
+        locate = functools.partial(repo.locate_many, requests=requests,
+                                   policy=self.config.lending, our_symbol=self.symbol)
+        if self._shared_store:
+            # No BEGIN nor ROLLBACK around a read apart: two round trips fewer.
+            autocommit = self.engine.execution_options(isolation_level="AUTOCOMMIT")
+
+            async def apart(read):
+                async with autocommit.connect() as other:
+                    return await read(other)
+
+            # All done before any failure goes on: the batch's connection is rolled
+            # back then, which cannot be while its query runs.
+            done = await asyncio.gather(
+                repo.closures(conn, self.config),
+                apart(functools.partial(repo.confirmations_for_digests, digests=digests)),
+                apart(locate), return_exceptions=True)
+            for outcome in done:
+                if isinstance(outcome, BaseException):
+                    raise outcome
+            closures, answered, found = done
+        else:  # SQLite: no round trips to save, and one writer's connection
+            closures = await repo.closures(conn, self.config)
+            answered = await repo.confirmations_for_digests(conn, digests)
+            found = await locate(conn)
+        return _BatchReads(closures, answered, dict(zip(map(id, requests), found, strict=True)))
+
     @property
     def _shared_store(self) -> bool:
         """Whether other node processes may store partners' messages in our database
@@ -419,12 +474,11 @@ class Node:
             log.exception("looking up a failed batch's messages failed")
             return False
 
-    async def _store_one(self, conn: AsyncConnection, inbound: _Inbound, closures,
-                         answered: dict[str, bytes], rows: _Rows, *, savepoint: bool) -> bytes:
+    async def _store_one(self, conn: AsyncConnection, inbound: _Inbound, reads: _BatchReads,
+                         rows: _Rows, *, savepoint: bool) -> bytes:
         """One message of a batch, in its own SAVEPOINT if ``savepoint`` so that its
-        failure undoes only itself; its log and history rows go to ``rows``.
-        ``answered``: digest -> the answer already given (stored, or earlier in this batch)."""
-        stored = answered.get(inbound.digest)
+        failure undoes only itself; its log and history rows go to ``rows``."""
+        stored = reads.answered.get(inbound.digest)
         if stored is not None:
             return stored  # the same message again: same answer, no change
         received = _received_row(inbound)
@@ -433,12 +487,11 @@ class Node:
             if savepoint:
                 own = _Rows(lease=rows.lease)
                 async with conn.begin_nested():
-                    await self._dispatch(conn, inbound.message, inbound.now, closures,
+                    await self._dispatch(conn, inbound.message, inbound.now, reads,
                                          received, own)
                 rows.extend(own)
             else:
-                await self._dispatch(conn, inbound.message, inbound.now, closures, received,
-                                     rows)
+                await self._dispatch(conn, inbound.message, inbound.now, reads, received, rows)
         except ProtocolError:
             # Refused, its savepoint undone, unless this very message was stored meanwhile
             # by another process (PostgreSQL): then the first copy's answer.  (Alone, with
@@ -448,7 +501,7 @@ class Node:
             if not stored:
                 raise
             answer = stored[inbound.digest]
-        answered[inbound.digest] = answer
+        reads.answered[inbound.digest] = answer
         return answer
 
     def _check_addressing(self, message: BusinessMessage):
@@ -475,12 +528,12 @@ class Node:
         return sender, partner
 
     async def _dispatch(self, conn: AsyncConnection, message: BusinessMessage, now,
-                        closures, received: dict, rows: _Rows) -> None:
+                        reads: _BatchReads, received: dict, rows: _Rows) -> None:
         """Run a partner's message through its machine.  ``received``: the message's log
         row; it and the result's rows go to ``rows``."""
         header = message.header
         if isinstance(message, Request):
-            return await self._receive_request(conn, message, now, closures, received, rows)
+            return await self._receive_request(conn, message, now, reads, received, rows)
         if isinstance(message, RequestingAgencyMessage):
             row = await repo.lock_transaction(
                 conn, role="lending", requesting_agency_id=str(header.requesting_agency_id),
@@ -492,7 +545,7 @@ class Node:
                     f"{header.requesting_agency_request_id!r} from {header.requesting_agency_id}"
                 )
             state = LENDING.state_type.from_json(row.state)
-            ctx = self._lending_context(row.partner, closures["lending"], now)
+            ctx = self._lending_context(row.partner, reads.closures["lending"], now)
             result = LENDING.machine.receive_action(state, message, ctx=ctx)
             await self._apply(conn, LENDING, row.id, result, actor=f"peer:{row.partner}", now=now,
                               received=received, rows=rows)
@@ -509,22 +562,22 @@ class Node:
                 "is not a request of ours"
             )
         state = BORROWING.state_type.from_json(row.state)
-        ctx = await self._borrowing_context(conn, now, closures)
+        ctx = await self._borrowing_context(conn, now, reads.closures)
         result = BORROWING.machine.receive(state, message, ctx=ctx)
         sender = str(header.supplying_agency_id)
         await self._apply(conn, BORROWING, row.id, result, actor=f"peer:{sender}", now=now,
                           received=received, rows=rows)
         return None
 
-    async def _receive_request(self, conn: AsyncConnection, message: Request, now, closures,
-                               received: dict, rows: _Rows) -> None:
+    async def _receive_request(self, conn: AsyncConnection, message: Request, now,
+                               reads: _BatchReads, received: dict, rows: _Rows) -> None:
         header = message.header
         requester = str(header.requesting_agency_id)
         actor = f"peer:{requester}"
-        closure = closures["lending"]
+        closure = reads.closures["lending"]
         located = None
         if not closure.applies_on(now.date()):
-            located = await repo.locate(conn, message, self.config.lending, self.symbol)
+            located = reads.located(message)
         result = self._answer_request(message, now, closure, located)
         tx_id = await repo.insert_transaction(conn, _lending_row(message, result, now),
                                               if_new=True)
@@ -554,21 +607,22 @@ class Node:
         return LENDING.machine.receive_request(message, ctx=ctx, located=located,
                                                previous=previous)
 
-    async def _store_new_requests(self, conn: AsyncConnection, batch: list[_Inbound], closures,
-                                  answered: dict[str, bytes], rows: _Rows,
+    async def _store_new_requests(self, conn: AsyncConnection, batch: list[_Inbound],
+                                  reads: _BatchReads, rows: _Rows,
                                   outcomes: dict[int, bytes]) -> None:
         """The new requests of a busy node's batch, stored together (in one SAVEPOINT,
-        unless the batch holds nothing else): one locate query, one INSERT of their
-        states, their log, history and outbox rows with the batch's (a few statements
-        for the lot, not several each).  Those stored get their answer in ``outcomes``
-        (by position in ``batch``); the rest (an id already taken, as by a Retry; a
-        request the machine refuses; all of them if storing them together fails) are
-        left to the one-by-one way, which says why."""
+        unless the batch holds nothing else): one INSERT of their states, their log,
+        history and outbox rows with the batch's (a few statements for the lot, not
+        several each), all located by the batch's one query (:meth:`_read_for_batch`).
+        Those stored get their answer in ``outcomes`` (by position in ``batch``); the
+        rest (an id already taken, as by a Retry; a request the machine refuses; all of
+        them if storing them together fails) are left to the one-by-one way, which says
+        why."""
         fresh: dict[int, _Inbound] = {}
         keys = set()
         for n, inbound in enumerate(batch):
             message = inbound.message
-            if not isinstance(message, Request) or inbound.digest in answered:
+            if not isinstance(message, Request) or inbound.digest in reads.answered:
                 continue
             key = (repo.agency_key(message.header.requesting_agency_id),
                    message.header.requesting_agency_request_id)
@@ -584,7 +638,7 @@ class Node:
         alone = len(fresh) == len(batch)
         try:
             async with contextlib.nullcontext() if alone else conn.begin_nested():
-                await self._receive_new_requests(conn, fresh, closures, own, stored)
+                await self._receive_new_requests(conn, fresh, reads, own, stored)
         except Exception as exc:
             if alone:
                 raise _TogetherFailed from exc
@@ -592,15 +646,14 @@ class Node:
             return
         rows.extend(own)
         outcomes.update(stored)
-        answered.update((fresh[n].digest, answer) for n, answer in stored.items())
+        reads.answered.update((fresh[n].digest, answer) for n, answer in stored.items())
 
     async def _receive_new_requests(self, conn: AsyncConnection, fresh: dict[int, _Inbound],
-                                    closures, rows: _Rows, stored: dict[int, bytes]) -> None:
-        closure = closures["lending"]
+                                    reads: _BatchReads, rows: _Rows, stored: dict[int, bytes]
+                                    ) -> None:
+        closure = reads.closures["lending"]
         open_ = [n for n, i in fresh.items() if not closure.applies_on(i.now.date())]
-        found = await repo.locate_many(conn, [fresh[n].message for n in open_],
-                                       self.config.lending, self.symbol)
-        located = dict(zip(open_, found))
+        located = {n: reads.located(fresh[n].message) for n in open_}
         answers: dict[int, Result] = {}
         for n, inbound in fresh.items():
             try:

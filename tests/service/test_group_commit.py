@@ -307,8 +307,8 @@ async def test_the_new_requests_of_a_batch_are_stored_together(net):
 
 
 async def test_new_requests_together_while_closed_for_lending_are_answered_unfilled(net):
-    """Closed for lending: the batch's new requests are not located, each is stored and
-    answered Unfilled, still a statement per table for all of them."""
+    """Closed for lending: the batch's new requests are stored and answered Unfilled,
+    whatever their holdings, still a statement per table for all of them."""
     lib = net.add("alpha", sections='[lending.closure]\nactive = true\nnote = "Stocktaking"\n')
     peer = Peer(PEER)
     net.add_peer(PEER, peer.endpoint)
@@ -423,6 +423,91 @@ async def test_auto_locate_reads_the_holdings_in_one_query(net):
     async with lib.node.engine.connect() as conn:
         assert (await conn.execute(select(func.count()).select_from(t.holdings_items))
                 ).scalar_one() == 2
+
+
+async def test_a_batch_reads_what_it_needs_beside_its_transaction_on_postgresql(net):
+    """PostgreSQL: a batch's answers already given and its requests' holdings are read
+    at once on other connections while its own reads the closures: each query is a
+    round trip after which the writer waits its turn, so one after the other they were
+    most of a busy batch's time.  SQLite reads them on its one connection."""
+    lib = net.add("alpha", sections="[lending]\nauto_answer = true\n")
+    peer = Peer(PEER)
+    net.add_peer(PEER, peer.endpoint)
+    await peer.start()
+    await net.start()
+    async with lib.node.engine.begin() as conn:
+        await holdings_repo.import_records(conn, [HoldingsRecord(
+            record_id="R1", title="Moby Dick", author="Melville", isbns=("9780140449136",),
+            items=(HoldingsItem(barcode="B1"),))], replace=True, now=lib.node.clock())
+    ran: list[tuple[int, str]] = []
+
+    @event.listens_for(lib.node.engine.sync_engine, "before_cursor_execute")
+    def _grab(sync_conn, _cursor, statement, *_):
+        ran.append((id(sync_conn.connection.dbapi_connection), statement))
+
+    answers = await asyncio.gather(*(lib.node.receive(writer.serialise(builders.request(
+        PEER, lib.symbol, f"beside-{i}", isbn="9780140449136"))) for i in range(5)))
+    assert all(status_of(a)[0] is MessageStatus.OK for a in answers)
+
+    def where(marker: str) -> set[int]:
+        return {conn for conn, statement in ran if marker in statement}
+
+    [writer_conn] = where("INSERT INTO transactions")
+    apart = lib.node.engine.dialect.name == "postgresql"
+    assert where("FROM closures") == {writer_conn}
+    for read in ("WHERE messages.digest", "candidate_ids"):  # answers given; holdings
+        assert where(read) and (writer_conn not in where(read)) is apart, read
+    received = await peer.wait_for(5)
+    assert {e.message.status_info.status.value for e in received} == {"WillSupply"}
+    await peer.stop()
+
+
+async def waiting_for_a_lock(engine, query: str) -> None:
+    """Until a PostgreSQL query holding ``query`` waits for a lock."""
+    async with engine.connect() as watch:
+        # A transaction reads one snapshot of pg_stat_activity: one per look.
+        while not (await watch.execute(text(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                " AND query LIKE :query"), {"query": f"%{query}%"})).scalar_one():
+            await watch.rollback()
+            await asyncio.sleep(0.01)
+
+
+async def test_a_failing_read_fails_its_batch_and_the_writer_goes_on(net, caplog):
+    """A batch's reads failing (here auto-locate's, its table gone): nothing is stored,
+    nothing confirmed, and the next batch is stored.  On PostgreSQL the locate fails
+    on a connection of its own while the batch's connection still reads the closures
+    (held up by a lock here): the batch's failure waits for that read, as its
+    connection cannot be rolled back while a query runs on it."""
+    lib, peer = await started(net)
+    async with lib.node.engine.begin() as conn:
+        await conn.execute(text("ALTER TABLE holdings_identifiers RENAME TO hidden"))
+    unread = [writer.serialise(builders.request(PEER, lib.symbol, f"unread-{i}"))
+              for i in range(3)]
+    if lib.node.engine.dialect.name == "postgresql":
+        async with lib.node.engine.connect() as locker:
+            await locker.execute(text("LOCK TABLE closures IN ACCESS EXCLUSIVE MODE"))
+            batch = asyncio.gather(*(lib.node.receive(b) for b in unread),
+                                   return_exceptions=True)
+            await waiting_for_a_lock(lib.node.engine, "FROM closures")
+            await asyncio.sleep(0.2)  # the locate has failed meanwhile
+            await locker.commit()
+            results = await batch
+    else:
+        results = await asyncio.gather(*(lib.node.receive(b) for b in unread),
+                                       return_exceptions=True)
+    assert all(isinstance(r, SQLAlchemyError) for r in results), results
+    assert "holdings_identifiers" in str(results[0])
+    assert await rows(lib, t.transactions) == []
+    assert "another operation is in progress" not in caplog.text
+    async with lib.node.engine.begin() as conn:
+        await conn.execute(text("ALTER TABLE hidden RENAME TO holdings_identifiers"))
+    answers = await asyncio.gather(*(lib.node.receive(writer.serialise(builders.request(
+        PEER, lib.symbol, f"read-{i}"))) for i in range(3)))
+    assert all(status_of(a)[0] is MessageStatus.OK for a in answers)
+    assert len(await rows(lib, t.transactions)) == 3
+    await peer.wait_for(3)
+    await peer.stop()
 
 
 async def test_sigkill_mid_batches_loses_no_confirmed_message(tmp_path, db_url):
