@@ -306,6 +306,39 @@ async def test_the_new_requests_of_a_batch_are_stored_together(net):
     await peer.stop()
 
 
+async def test_a_new_request_of_a_batch_whose_id_is_stored_is_left_out_with_its_rows(net):
+    """Stored together, a request whose id a stored request has is left out with its
+    log, history and outbox rows, and answered ERROR by the one-by-one way; the others
+    are stored with theirs."""
+    lib, peer = await started(net)
+    first = await lib.node.receive(writer.serialise(builders.request(PEER, lib.symbol, "old")))
+    assert status_of(first)[0] is MessageStatus.OK
+    await peer.wait_for(1)
+    ids = ["new-1", "old", "new-2", "new-3"]
+    answers = await asyncio.gather(*(lib.node.receive(writer.serialise(builders.request(
+        PEER, lib.symbol, rari, title="Another book" if rari == "old" else "Moby Dick")))
+        for rari in ids))
+    statuses = [status_of(a) for a in answers]
+    assert [s for s, _ in statuses] == [MessageStatus.OK, MessageStatus.ERROR,
+                                        MessageStatus.OK, MessageStatus.OK]
+    assert "already exists" in statuses[1][1][0].error_value
+    stored = {r.id: r for r in await rows(lib, t.transactions)}
+    assert sorted(r.requesting_request_id for r in stored.values()) == [
+        "new-1", "new-2", "new-3", "old"]
+    assert all(r.title == "Moby Dick" for r in stored.values())
+    for table in (t.messages, t.history, t.outbox):
+        assert {r.transaction_id for r in await rows(lib, table)} == set(stored), table.name
+    received = await rows(lib, t.messages, t.messages.c.direction == "in")
+    assert sorted(r.requesting_request_id for r in received) == ["new-1", "new-2", "new-3", "old"]
+    by_request = {stored[r.transaction_id].requesting_request_id: r.transaction_id
+                  for r in await rows(lib, t.outbox)}
+    assert len(by_request) == 4  # an answer each, queued against its own request
+    delivered = await peer.wait_for(4)
+    assert sorted(e.message.header.requesting_agency_request_id for e in delivered) == sorted(
+        ["old", "new-1", "new-2", "new-3"])
+    await peer.stop()
+
+
 async def test_new_requests_together_while_closed_for_lending_are_answered_unfilled(net):
     """Closed for lending: the batch's new requests are stored and answered Unfilled,
     whatever their holdings, still a statement per table for all of them."""
