@@ -163,6 +163,7 @@ class Node:
         self._timer_jobs: set[asyncio.Task] = set()  # timer ticks running now (scheduler.py)
         self._owns_engine = engine is None
         self._read_engine: AsyncEngine | None = None
+        self._autocommit: tuple[AsyncEngine, AsyncEngine] | None = None  # see _apart
         self.timer_interval_seconds = timer_interval_seconds
         self._inbox: asyncio.Queue[_Inbound] | None = None  # partners' messages for the writer
         self._writer_task: asyncio.Task | None = None
@@ -435,11 +436,8 @@ class Node:
         locate = functools.partial(repo.locate_many, requests=requests,
                                    policy=self.config.lending, our_symbol=self.symbol)
         if self._shared_store:
-            # No BEGIN nor ROLLBACK around a read apart: two round trips fewer.
-            autocommit = self.engine.execution_options(isolation_level="AUTOCOMMIT")
-
             async def apart(read):
-                async with autocommit.connect() as other:
+                async with self._apart.connect() as other:
                     return await read(other)
 
             # All done before any failure goes on: the batch's connection is rolled
@@ -457,6 +455,16 @@ class Node:
             answered = await repo.confirmations_for_digests(conn, digests)
             found = await locate(conn)
         return _BatchReads(closures, answered, dict(zip(map(id, requests), found, strict=True)))
+
+    @property
+    def _apart(self) -> AsyncEngine:
+        """The engine for a batch's reads apart (:meth:`_read_for_batch`): no BEGIN nor
+        ROLLBACK around a read, two round trips fewer.  Built once per engine, not per
+        batch (the engine may be set after __init__)."""
+        if self._autocommit is None or self._autocommit[0] is not self.engine:
+            self._autocommit = (self.engine,
+                                self.engine.execution_options(isolation_level="AUTOCOMMIT"))
+        return self._autocommit[1]
 
     @property
     def _shared_store(self) -> bool:
