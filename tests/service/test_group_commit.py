@@ -300,6 +300,17 @@ async def test_the_new_requests_of_a_batch_are_stored_together(net):
     assert len({r.public_id for r in stored}) == 12
     by_tx = {r.transaction_id for r in await rows(lib, t.messages, t.messages.c.direction == "in")}
     assert by_tx == {r.id for r in stored}  # each logged against its own request
+    rari = {r.id: r.requesting_request_id for r in stored}
+    queued = await rows(lib, t.outbox)
+    assert len(queued) == 12
+    for answer in queued:  # each answer queued against its own request
+        assert f">{rari[answer.transaction_id]}<" in bytes(answer.body).decode()
+    history = await rows(lib, t.history)
+    assert {r.transaction_id for r in history} == set(rari)
+    received_by = {r.transaction_id: r.detail["summary"] for r in history
+                   if r.event == "received_request"}
+    assert len(received_by) == 12
+    assert all(f" {rari[tx_id]} " in summary for tx_id, summary in received_by.items())
     received = await peer.wait_for(12)
     assert {e.message.header.requesting_agency_request_id for e in received} == {
         f"together-{i}" for i in range(12)}

@@ -26,7 +26,7 @@ async def enqueue_leased(conn, tid, url, body: bytes, worker_id: str, until):
 
 
 async def test_a_row_leased_at_insert_is_sent_by_its_worker(migrated_engine, http_session,
-                                                            peers, unused_port):
+                                                            peers, unused_port):  # noqa: F811 (fixture)
     peer = await peers(unused_port())
     worker = make_worker(migrated_engine, http_session, poll_seconds=60)  # no claim rounds
     async with running(worker):
@@ -51,7 +51,7 @@ async def test_no_lease_from_a_worker_that_is_not_running(migrated_engine, http_
 
 
 async def test_a_row_leased_to_a_dead_worker_is_sent_by_another(migrated_engine, http_session,
-                                                                 peers, unused_port):
+                                                                 peers, unused_port):  # noqa: F811 (fixture)
     peer = await peers(unused_port())
     async with migrated_engine.begin() as conn:
         tid = await new_transaction(conn)
