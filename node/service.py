@@ -61,9 +61,12 @@ Clock = Callable[[], datetime]
 # Most partners' messages one transaction stores: bounds a batch's time, and so the
 # wait of the last message in it.
 MAX_BATCH = 200
-# Event-loop rounds the writer lets run before taking a batch (see _write_inbound):
-# 8 gave the largest batches (bench/inbound.py: 1, 2, 3, 5, 8, 16 tried).
-ROUNDS_BEFORE_BATCH = 8
+# Event-loop rounds the writer lets run before taking a batch (see _write_inbound), by
+# database: 8 gave SQLite the largest batches (bench/inbound.py: 1, 2, 3, 5, 8, 16
+# tried; 16 doubled p99 at 500/s).  A batch on PostgreSQL is mostly round trips, each
+# a wait for the loop's turn: 16 gave larger batches and so fewer waits a message
+# (bench/RESULTS.md §1, 12-07 10:20-10:45).
+ROUNDS_BEFORE_BATCH = {"sqlite": 8, "postgresql": 16}
 
 
 def utcnow() -> datetime:
@@ -350,7 +353,7 @@ class Node:
                 # a batch left them to the next one: small batches, each paying the
                 # whole fixed cost of a cycle (bench/RESULTS.md §1).  A quiet node
                 # loses ~0.1 ms.
-                for _ in range(ROUNDS_BEFORE_BATCH):
+                for _ in range(ROUNDS_BEFORE_BATCH[self.engine.dialect.name]):
                     await asyncio.sleep(0)
                 while len(batch) < MAX_BATCH and not inbox.empty():
                     batch.append(inbox.get_nowait())

@@ -140,7 +140,8 @@ async def test_messages_a_few_loop_rounds_behind_join_the_batch(net, monkeypatch
     answers = await asyncio.gather(late("first", 0), *(late(f"late-{i}", 3) for i in range(4)))
     assert all(status_of(a)[0] is MessageStatus.OK for a in answers)
     assert commits[0] == 1
-    monkeypatch.setattr(service, "ROUNDS_BEFORE_BATCH", 0)  # taken at once: two batches
+    # taken at once: two batches
+    monkeypatch.setitem(service.ROUNDS_BEFORE_BATCH, lib.node.engine.dialect.name, 0)
     await asyncio.gather(late("second", 0), *(late(f"later-{i}", 3) for i in range(4)))
     assert commits[0] == 3
     await peer.wait_for(10)
