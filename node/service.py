@@ -64,8 +64,8 @@ MAX_BATCH = 200
 # Event-loop rounds the writer lets run before taking a batch (see _write_inbound), by
 # database: 8 gave SQLite the largest batches (bench/inbound.py: 1, 2, 3, 5, 8, 16
 # tried; 16 doubled p99 at 500/s).  A batch on PostgreSQL is mostly round trips, each
-# a wait for the loop's turn: 16 gave larger batches and so fewer waits a message
-# (bench/RESULTS.md §1, 12-07 10:20-10:45).
+# a wait for the loop's turn, and larger batches mean fewer waits a message: 16 gave
+# a higher max rate and a lower p99 at 500/s (bench/RESULTS.md §1, 12-07 10:20-10:45).
 ROUNDS_BEFORE_BATCH = {"sqlite": 8, "postgresql": 16}
 
 
@@ -352,7 +352,7 @@ class Node:
                 # aiohttp's handler task, parsing) to reach the inbox.  Taken at once,
                 # a batch left them to the next one: small batches, each paying the
                 # whole fixed cost of a cycle (bench/RESULTS.md §1).  A quiet node
-                # loses ~0.1 ms.
+                # loses ~0.1 ms (SQLite) or ~0.2 ms (PostgreSQL).
                 for _ in range(ROUNDS_BEFORE_BATCH[self.engine.dialect.name]):
                     await asyncio.sleep(0)
                 while len(batch) < MAX_BATCH and not inbox.empty():
