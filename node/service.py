@@ -443,12 +443,15 @@ class Node:
                 async with self._apart.connect() as other:
                     return await read(other)
 
+            async def located():  # a batch of answers to our requests has nothing to locate
+                return await apart(locate) if requests else []
+
             # All done before any failure goes on: the batch's connection is rolled
             # back then, which cannot be while its query runs.
             done = await asyncio.gather(
                 repo.closures(conn, self.config),
                 apart(functools.partial(repo.confirmations_for_digests, digests=digests)),
-                apart(locate), return_exceptions=True)
+                located(), return_exceptions=True)
             for outcome in done:
                 if isinstance(outcome, BaseException):
                     raise outcome
