@@ -263,6 +263,10 @@ async def reload_config(request: web.Request) -> web.Response:
     if node.config.source_path is None:
         return _error(409, "this node was not started from a configuration file")
     await node.reload(load(node.config.source_path))
+    from .http import MEMBER
+
+    if (member := request.app.get(MEMBER)) is not None:
+        member.reload_others()  # the node's other processes, through their parent
     return _json({"reloaded": str(node.config.source_path)})
 
 

@@ -63,6 +63,7 @@ T = TypeVar("T")
 
 MIB = 1024 * 1024
 DEFAULT_LISTEN = "127.0.0.1:8080"
+MAX_PROCESSES = 64  # [node] processes: more on one machine is a typo, not a plan
 DEFAULT_DATABASE_FILE = "ill.db"
 
 
@@ -230,6 +231,8 @@ class NodeSection:
     data_dir: Path
     listen_host: str = "127.0.0.1"
     listen_port: int = 8080
+    # Node processes serving ``listen`` together (node/processes.py); above 1 needs PostgreSQL.
+    processes: int = 1
     iso18626_version: Version = Version.V1_2
     # Security (issue 7). Paths are absolute (resolved against the config's directory).
     tls_cert: Path | None = None  # serve HTTPS with this certificate chain (PEM)...
@@ -994,6 +997,15 @@ def _read_node(ctx: _Ctx, root: _Table, base: Path) -> NodeSection:
     db = t.get(
         "database", _database_url(base), database_url(f"sqlite:///{DEFAULT_DATABASE_FILE}", base)
     )
+    processes = t.get("processes", _integer(1), 1)
+    if processes > MAX_PROCESSES:
+        ctx.add(t.path + ("processes",), f"must be at most {MAX_PROCESSES} (got {processes})")
+        processes = 1
+    elif processes > 1 and db.startswith("sqlite"):
+        # SQLite has one writer: a second process would only wait for the first's locks.
+        ctx.add(t.path + ("processes",), f"{processes} processes need a PostgreSQL database "
+                "(SQLite serves one process): set database = \"postgresql://...\" or processes = 1")
+        processes = 1
     version = t.get("iso18626_version", _version, Version.V1_2)
     data_dir_text = t.get("data_dir", _text, None)
     data_dir = base if data_dir_text is None else Path(os.path.normpath(base / data_dir_text))
@@ -1019,6 +1031,7 @@ def _read_node(ctx: _Ctx, root: _Table, base: Path) -> NodeSection:
         data_dir=data_dir,
         listen_host=host,
         listen_port=port,
+        processes=processes,
         iso18626_version=version,
         signing_key=signing_key,
         signing_key_id=signing_key_id,

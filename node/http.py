@@ -23,6 +23,8 @@ from .config import NodeConfig
 from .service import Node
 
 NODE = web.AppKey("node", Node)
+# This process's place among [node] processes (node/processes.py), None when alone.
+MEMBER = web.AppKey("member", object)
 log = logging.getLogger("node.http")
 
 XML_TYPES = frozenset({"application/xml", "text/xml"})

@@ -94,8 +94,11 @@ def guard_server(server: web.Server, limits: Callable[[], Limits] | Limits) -> N
 
 
 def run(app: web.Application, *, host: str, port: int, limits: Callable[[], Limits],
-        ssl_context=None, print: Callable[[str], None] = print) -> None:
-    """Like ``web.run_app``, with :func:`guard_server` on the server."""
+        ssl_context=None, print: Callable[[str], None] = print, reuse_port: bool = False,
+        started: Callable[[asyncio.Event], None] | None = None) -> None:
+    """Like ``web.run_app``, with :func:`guard_server` on the server. ``reuse_port``:
+    one of several processes on the port (node/processes.py); ``started(stop)`` is
+    called once serving, with the event that stops the node."""
 
     async def main() -> None:
         current = limits()
@@ -104,7 +107,8 @@ def run(app: web.Application, *, host: str, port: int, limits: Callable[[], Limi
                                shutdown_timeout=10)
         await runner.setup()
         guard_server(runner.server, limits)
-        site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
+        site = web.TCPSite(runner, host, port, ssl_context=ssl_context,
+                           reuse_port=reuse_port or None)
         await site.start()
         scheme = "https" if ssl_context is not None else "http"
         print(f"======== Running on {scheme}://{host}:{port} ========")
@@ -112,6 +116,8 @@ def run(app: web.Application, *, host: str, port: int, limits: Callable[[], Limi
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
+        if started is not None:
+            started(stop)
         try:
             await stop.wait()
         finally:

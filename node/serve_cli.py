@@ -9,6 +9,7 @@ import argparse
 import asyncio
 import gc
 import logging
+import secrets
 import signal
 import sys
 from pathlib import Path
@@ -21,6 +22,8 @@ if TYPE_CHECKING:
 def register(subparsers: argparse._SubParsersAction) -> None:
     serve = subparsers.add_parser("serve", help="run the node")
     serve.add_argument("--config", required=True, type=Path, help="the node's TOML file")
+    # One of [node] processes, started by the parent (node/processes.py).
+    serve.add_argument("--member", type=int, help=argparse.SUPPRESS)
     serve.set_defaults(func=cmd_serve)
 
     init = subparsers.add_parser("init", help="write a starter config and database in DIR")
@@ -46,9 +49,10 @@ def load_or_report(path: Path):
         return None
 
 
-def setup_logging() -> None:
+def setup_logging(member: int | None = None) -> None:
+    who = "%(name)s" if member is None else f"%(name)s[{member}]"  # which process said it
     logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s"
+        level=logging.INFO, format=f"%(asctime)s %(levelname)s {who} %(message)s"
     )
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
@@ -58,14 +62,26 @@ def cmd_serve(args: argparse.Namespace) -> int:
     config = load_or_report(args.config)
     if config is None:
         return 1
-    setup_logging()
+    setup_logging(args.member)
+    if config.node.processes > 1 and args.member is None:
+        from .processes import supervise
+
+        return supervise(args.config, config)
     from . import auth, limits
-    from .http import NODE, create_app
+    from .http import MEMBER, NODE, create_app
     from sqlalchemy.exc import DBAPIError
 
+    from .service import Node
     from .store.db import NotMigrated, safe_url
 
-    app = create_app(config)
+    member = None
+    if args.member is not None:
+        from .processes import Member
+
+        member = Member(args.member)
+    worker_id = f"node{member.index}-{secrets.token_hex(4)}" if member is not None else None
+    app = create_app(config, node=Node(config, worker_id=worker_id))
+    app[MEMBER] = member
 
     async def on_startup(app: web.Application) -> None:
         loop = asyncio.get_running_loop()
@@ -85,7 +101,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         limits.run(app, host=config.node.listen_host, port=config.node.listen_port,
                    ssl_context=auth.server_ssl_context(config),
                    limits=lambda: app[NODE].config.limits,
-                   print=lambda text: logging.getLogger("node").info(text))
+                   print=lambda text: logging.getLogger("node").info(text),
+                   reuse_port=member is not None,
+                   started=member.started if member is not None else None)
     except NotMigrated as exc:
         # Node.start checks the schema before the port is opened.
         print(str(exc).replace("--config FILE", f"--config {args.config}"), file=sys.stderr)

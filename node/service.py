@@ -256,9 +256,10 @@ class Node:
         try:
             async with self.engine.connect() as conn:
                 pending = await repo.outbox_pending(conn)
-            return {"status": "ok", "symbol": str(self.config.node.symbol), "outbox_pending": pending}
+            return {"status": "ok", "symbol": str(self.config.node.symbol),
+                    "outbox_pending": pending, "worker": self.worker_id}
         except Exception as exc:  # health must answer, whatever is wrong
-            return {"status": "error", "error": str(exc)}
+            return {"status": "error", "error": str(exc), "worker": self.worker_id}
 
     def _wake_outbox(self) -> None:
         if self.outbox is not None:

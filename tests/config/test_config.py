@@ -436,6 +436,22 @@ def test_version_and_listen_forms():
         assert (problem.key, problem.line) == ("node.listen", 4)
 
 
+def test_processes_above_one_need_postgresql():
+    assert loads(MINIMAL).node.processes == 1
+    pg = 'database = "postgresql://ill@db.example.org/ill"\n'
+    assert loads(MINIMAL + pg + "processes = 4\n").node.processes == 4
+    for text, message in [
+        ("processes = 2\n", '2 processes need a PostgreSQL database (SQLite serves one '
+         'process): set database = "postgresql://..." or processes = 1'),
+        (pg + "processes = 0\n", "must be at least 1 (got 0)"),
+        (pg + "processes = 65\n", "must be at most 64 (got 65)"),
+        (pg + 'processes = "2"\n', "must be an integer (got a string)"),
+    ]:
+        (problem,) = problems_of(MINIMAL + text)
+        assert (problem.key, problem.line, problem.message) == (
+            "node.processes", 3 + text.count("\n"), message)
+
+
 def test_rota_problems():
     text = MINIMAL + textwrap.dedent(
         """\

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -124,3 +126,186 @@ async def test_two_processes_on_one_postgresql_send_each_message_once(tmp_path, 
         for node in nodes:
             node.stop()
         await peer.stop()
+
+
+# -- [node] processes: one node, several processes on one port (node/processes.py) --
+
+
+class ProcessGroup:
+    """``ill-node serve`` with ``[node] processes = 2``: the parent and its members."""
+
+    def __init__(self, tmp_path: Path, database: str, peer_url: str, *, limits: str = ""):
+        self.port = free_port()
+        self.config = write_config(tmp_path / "group.toml", self.port, database, peer_url)
+        self.write_config(limits)
+        self.log = tmp_path / "group.log"
+        self.proc: subprocess.Popen | None = None
+
+    def write_config(self, limits: str) -> None:
+        text = self.config.read_text().split("\n[limits]")[0]
+        text = text.replace('database = "', 'processes = 2\ndatabase = "', 1) if (
+            "processes" not in text) else text
+        self.config.write_text(text + (f"\n[limits]\n{limits}\n" if limits else ""))
+
+    async def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "node.cli", "serve", "--config", str(self.config)],
+            stdout=self.log.open("ab"), stderr=subprocess.STDOUT)
+        for _ in range(400):  # the first member serves before the second is started
+            if "serving with 2 processes" in self.log.read_text():
+                return
+            if self.proc.poll() is not None:
+                raise AssertionError(f"exited: {self.log.read_text()[-2000:]}")
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"did not start: {self.log.read_text()[-2000:]}")
+
+    def members(self) -> dict[int, str]:
+        """pid -> command line of the parent's child processes (from /proc)."""
+        found = {}
+        for entry in Path("/proc").iterdir():
+            try:
+                stat = (entry / "stat").read_text()
+                if entry.name.isdigit() and int(stat.rsplit(")", 1)[1].split()[1]) == self.proc.pid:
+                    found[int(entry.name)] = (entry / "cmdline").read_text().replace("\0", " ")
+            except OSError:
+                continue
+        return found
+
+    async def workers(self, connections: int = 30) -> set[str]:
+        """The worker ids that answered /healthz over ``connections`` new connections:
+        the kernel spreads connections over the members by their ports."""
+        seen = set()
+        for _ in range(connections):
+            async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)
+                                             ) as http:
+                async with http.get(f"http://127.0.0.1:{self.port}/healthz") as resp:
+                    assert resp.status == 200
+                    seen.add((await resp.json())["worker"])
+        return seen
+
+    async def post_statuses(self, body: bytes, connections: int = 20) -> list[int]:
+        statuses = []
+        for _ in range(connections):
+            async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)
+                                             ) as http:
+                async with http.post(f"http://127.0.0.1:{self.port}/iso18626", data=body,
+                                     headers=XML) as resp:
+                    statuses.append(resp.status)
+        return statuses
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)  # the members follow: stdin at EOF
+            self.proc.wait()
+
+
+async def wait_until(predicate, timeout: float = 15.0) -> None:
+    for _ in range(int(timeout / 0.05)):
+        if predicate():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("timed out")
+
+
+@pytest.fixture
+async def group(tmp_path, db_url):
+    if not db_url.startswith("postgresql"):
+        pytest.skip("several node processes share a database through PostgreSQL")
+    await db.migrate_async(db_url)
+    peer = Peer(PEER)
+    await peer.start()
+    group = ProcessGroup(tmp_path, db_url.replace("postgresql+asyncpg", "postgresql"),
+                         peer.endpoint)
+    group.peer = peer
+    try:
+        yield group
+    finally:
+        group.stop()
+        await peer.stop()
+
+
+async def test_a_node_of_two_processes_shares_its_port_and_answers_each_request_once(group):
+    await group.start()
+    assert len(group.members()) == 2
+    workers = await group.workers()
+    assert len(workers) == 2 and {w.split("-")[0] for w in workers} == {"node0", "node1"}
+
+    async def send_alone(rari: str) -> bool:  # a connection each: both members receive
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)
+                                         ) as http:
+            return await send(http, group.port, rari)
+
+    results = await asyncio.gather(*(send_alone(f"g{i}") for i in range(80)))
+    assert all(results)
+    await group.peer.wait_for(80, timeout=30)
+    await asyncio.sleep(1.0)  # give a duplicate time to show up
+    answered = [e.message.header.requesting_agency_request_id for e in group.peer.received]
+    assert sorted(answered) == sorted(f"g{i}" for i in range(80))
+
+    # SIGTERM: every member stops as a lone node does, then the parent exits 0.
+    members = group.members()
+    group.proc.send_signal(signal.SIGTERM)
+    assert group.proc.wait(30) == 0
+    for pid in members:
+        assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text()
+
+
+async def test_sighup_and_the_admin_api_reload_every_process(group):
+    await group.start()
+    body = writer.serialise(builders.request(PEER, US, "big", title="A book"))
+    assert await group.post_statuses(body) == [200] * 20
+
+    group.write_config("max_body_bytes = 200")
+    group.proc.send_signal(signal.SIGHUP)
+    await wait_until(lambda: group.log.read_text().count("configuration reloaded") == 2)
+    assert await group.post_statuses(body) == [413] * 20  # whichever member answers
+
+    group.write_config("")
+    async with aiohttp.ClientSession() as http:
+        async with http.post(f"http://127.0.0.1:{group.port}/api/admin/reload") as resp:
+            assert resp.status == 200
+    await wait_until(lambda: group.log.read_text().count("configuration reloaded") == 4)
+    assert await group.post_statuses(body) == [200] * 20
+
+
+async def test_a_member_that_dies_is_started_again_and_all_stop_with_the_parent(group):
+    await group.start()
+    before = await group.workers()
+    (victim,) = [pid for pid, cmd in group.members().items() if cmd.endswith("--member 1 ")]
+    os.kill(victim, signal.SIGKILL)
+    await wait_until(lambda: "process 1 (pid %d) exited with signal SIGKILL" % victim
+                     in group.log.read_text())
+    await wait_until(lambda: len(group.members()) == 2 and victim not in group.members())
+    await wait_until(lambda: group.log.read_text().count("Running on") == 3)
+    after = await group.workers()
+    assert len(after) == 2 and len(after & before) == 1  # member 1 is a new process
+
+    # The parent killed outright: the members see their stdin close, and stop.
+    members = group.members()
+    group.proc.send_signal(signal.SIGKILL)
+    group.proc.wait()
+    await wait_until(lambda: not any(Path(f"/proc/{pid}").exists() for pid in members))
+    assert group.log.read_text().count("the parent process has gone: stopping") == 2
+
+
+async def test_a_node_of_several_processes_that_cannot_start_says_why_once(tmp_path, db_url):
+    if not db_url.startswith("postgresql"):
+        pytest.skip("several node processes share a database through PostgreSQL")
+    database = db_url.replace("postgresql+asyncpg", "postgresql")
+    group = ProcessGroup(tmp_path, database, "http://127.0.0.1:9/iso18626")
+    serve = [sys.executable, "-m", "node.cli", "serve", "--config", str(group.config)]
+    # Not migrated: the first member says so, and no other is started.
+    result = subprocess.run(serve, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert result.stderr.count("is not migrated") == 1
+    assert "[1]" not in result.stderr and "Unknown child" not in result.stderr
+    # The port taken, even by a socket that would share it: nothing is started.
+    await db.migrate_async(db_url)
+    with socket.socket() as other:
+        other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        other.bind(("127.0.0.1", group.port))
+        other.listen()
+        result = subprocess.run(serve, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert result.stderr == (f"ill-node serve: cannot start: 127.0.0.1:{group.port}: "
+                             f"Address already in use (config: {group.config})\n")
