@@ -74,6 +74,19 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def with_children(pid: int) -> list[int]:
+    """The process and its children (a node's processes, ``[node] processes``)."""
+    pids = [pid]
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and int((entry / "stat").read_text().rsplit(")", 1)[1]
+                                            .split()[1]) == pid:
+                pids.append(int(entry.name))
+        except OSError:
+            continue
+    return pids
+
+
 def now_iso() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -279,6 +292,10 @@ def wait_http(url: str, proc: Proc | None = None, timeout: float = 30) -> float:
 def start_node(config: Path, log: Path, port: int) -> Proc:
     proc = Proc([ILL_NODE, "serve", "--config", str(config)], log=log)
     wait_http(f"http://127.0.0.1:{port}/healthz", proc)
+    if "\nprocesses = " in config.read_text():  # the first serves before the others start
+        deadline = time.monotonic() + 60
+        while "serving with" not in log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.05)
     return proc
 
 

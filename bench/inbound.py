@@ -19,7 +19,7 @@ After each node phase it waits until the outbox is empty and checks that every
 OK-confirmed request's answer reached the peer.
 
     .venv/bin/python bench/inbound.py [--db sqlite|postgresql] [--quick]
-        [--conns 32] [--rate 500] [--duration 10] [--profile out-dir]
+        [--conns 32] [--rate 500] [--duration 10] [--profile out-dir] [--processes N]
 """
 
 from __future__ import annotations
@@ -52,6 +52,7 @@ from bench._common import (  # noqa: E402
     rss_mb,
     start_node,
     start_peer,
+    with_children,
     workdir,
     write_config,
 )
@@ -179,18 +180,26 @@ def main() -> int:
         ap.add_argument("--duration", type=float),
         ap.add_argument("--records", type=int),
         ap.add_argument("--profile", type=Path, help="py-spy the node in phase (a) into DIR"),
+        ap.add_argument("--processes", type=int, default=1,
+                        help="[node] processes (PostgreSQL); CPU and memory are summed"),
     ))
+    if args.processes > 1 and args.db != "postgresql":
+        print("--processes above 1 needs --db postgresql", file=sys.stderr)
+        return 2
     duration = args.duration or (5 if args.quick else 10)
     records = args.records or (500 if args.quick else 2000)
-    header("inbound", args)
+    header("inbound" + (f" ({args.processes} processes)" if args.processes > 1 else ""), args)
     with workdir("inbound") as d:
         dbs = Databases(args.db, d)
         procs: list[Proc] = []
         try:
             node_port, peer_port, bare_port = free_port(), free_port(), free_port()
-            cfg = write_config(d, "node", node_config(
-                symbol=US, port=node_port, db_url=dbs.make("node"),
-                partners=[(PEER, f"http://127.0.0.1:{peer_port}/iso18626")]))
+            text = node_config(symbol=US, port=node_port, db_url=dbs.make("node"),
+                               partners=[(PEER, f"http://127.0.0.1:{peer_port}/iso18626")])
+            if args.processes > 1:
+                text = text.replace("\ndatabase = ", f"\nprocesses = {args.processes}"
+                                    "\ndatabase = ", 1)
+            cfg = write_config(d, "node", text)
             migrate(cfg)
             books = holdings_csv(d / "holdings.csv", records)
             import_holdings(cfg, d / "holdings.csv")
@@ -211,6 +220,7 @@ def main() -> int:
             procs.append(bare)
             node = start_node(cfg, d / "node.log", node_port)
             procs.append(node)
+            node_pids = with_children(node.pid)  # the parent and its members
             node_url = f"http://127.0.0.1:{node_port}/iso18626"
             bare_url = f"http://127.0.0.1:{bare_port}/iso18626"
 
@@ -236,11 +246,11 @@ def main() -> int:
                      "--format", "raw", "-o",
                      str(args.profile / f"inbound-{args.db}.collapsed")],
                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            cpu0 = cpu_seconds(node.pid)
+            cpu0 = sum(map(cpu_seconds, node_pids))
             ours = max_rate(node_url, conns=args.conns, duration=duration, prefix="a",
                             files=files)
-            ours["server_cpu"] = (cpu_seconds(node.pid) - cpu0) / ours["duration_s"]
-            rss_load = rss_mb(node.pid)
+            ours["server_cpu"] = (sum(map(cpu_seconds, node_pids)) - cpu0) / ours["duration_s"]
+            rss_load = sum(map(rss_mb, node_pids))
             dr = drain(node_port, peer_port, ours["ok"], 120)
             if spy is not None:
                 spy.wait(60)
