@@ -319,6 +319,10 @@ def _wanted(keys: LookupKeys) -> set[tuple[str, str]]:
     return wanted
 
 
+def _barcode(item: HoldingsItem) -> str:
+    return item.barcode
+
+
 class _Found:
     """The candidate records of a batch, indexed by what requests look them up by."""
 
@@ -326,29 +330,35 @@ class _Found:
         self.position: dict[str, int] = {}
         self.by_identifier: dict[tuple[str, str], list[str]] = defaultdict(list)
         self.by_title: dict[str, list[tuple[str, str | None]]] = defaultdict(list)
-        records: dict[str, Any] = {}
-        idents: dict[str, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
-        items: dict[str, list[HoldingsItem]] = defaultdict(list)
+        titles: dict[str, tuple[str | None, str | None]] = {}  # record id -> title, author
+        idents: dict[str, dict[str, list[str]]] = {}
+        items: dict[str, list[HoldingsItem]] = {}
+        # Rows unpacked by position (_candidates_query's columns): a batch has dozens,
+        # and a Row's attributes cost a lookup each.
         for row in rows:
-            if row.kind is not None:
-                idents[row.record_id][row.kind].append(row.value)
-                self.by_identifier[row.kind, row.value].append(row.record_id)
+            (record_id, position, title, author, title_key, author_key, kind, value,
+             barcode, call_number, location, status, due_date) = row
+            if kind is not None:
+                idents.setdefault(record_id, {}).setdefault(kind, []).append(value)
+                self.by_identifier[kind, value].append(record_id)
                 continue
-            if row.record_id not in records:
-                records[row.record_id] = row
-                self.position[row.record_id] = row.position
-                if row.title_key is not None:
-                    self.by_title[row.title_key].append((row.record_id, row.author_key))
-            if row.barcode is not None:
-                items[row.record_id].append(HoldingsItem(
-                    barcode=row.barcode, call_number=row.call_number, location=row.location,
-                    status=row.status, due_date=row.due_date))
-        self.records = {record_id: HoldingsRecord(
-            record_id=record_id, title=row.title, author=row.author,
-            isbns=tuple(idents[record_id]["isbn"]), issns=tuple(idents[record_id]["issn"]),
-            oclc=tuple(idents[record_id]["oclc"]), lccn=tuple(idents[record_id]["lccn"]),
-            items=tuple(sorted(items[record_id], key=lambda i: i.barcode)))
-            for record_id, row in records.items()}
+            if record_id not in titles:
+                titles[record_id] = title, author
+                self.position[record_id] = position
+                if title_key is not None:
+                    self.by_title[title_key].append((record_id, author_key))
+            if barcode is not None:
+                items.setdefault(record_id, []).append(HoldingsItem(
+                    barcode=barcode, call_number=call_number, location=location,
+                    status=status, due_date=due_date))
+        self.records = {}
+        for record_id, (title, author) in titles.items():
+            kinds = idents.get(record_id, {})
+            self.records[record_id] = HoldingsRecord(
+                record_id=record_id, title=title, author=author,
+                isbns=tuple(kinds.get("isbn", ())), issns=tuple(kinds.get("issn", ())),
+                oclc=tuple(kinds.get("oclc", ())), lccn=tuple(kinds.get("lccn", ())),
+                items=tuple(sorted(items.get(record_id, ()), key=_barcode)))
 
     def for_request(self, keys: LookupKeys, wanted: set[tuple[str, str]]
                     ) -> list[HoldingsRecord]:
