@@ -1001,6 +1001,10 @@ def _read_node(ctx: _Ctx, root: _Table, base: Path) -> NodeSection:
     if processes > MAX_PROCESSES:
         ctx.add(t.path + ("processes",), f"must be at most {MAX_PROCESSES} (got {processes})")
         processes = 1
+    elif processes > 1 and port == 0:
+        ctx.add(t.path + ("processes",), f"{processes} processes share one port: listen "
+                "needs a port number, not 0 (any free port, a different one each)")
+        processes = 1
     elif processes > 1 and db.startswith("sqlite"):
         # SQLite has one writer: a second process would only wait for the first's locks.
         ctx.add(t.path + ("processes",), f"{processes} processes need a PostgreSQL database "

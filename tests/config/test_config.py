@@ -446,6 +446,8 @@ def test_processes_above_one_need_postgresql():
         (pg + "processes = 0\n", "must be at least 1 (got 0)"),
         (pg + "processes = 65\n", "must be at most 64 (got 65)"),
         (pg + 'processes = "2"\n', "must be an integer (got a string)"),
+        (pg + 'listen = "127.0.0.1:0"\nprocesses = 2\n', "2 processes share one port: "
+         "listen needs a port number, not 0 (any free port, a different one each)"),
     ]:
         (problem,) = problems_of(MINIMAL + text)
         assert (problem.key, problem.line, problem.message) == (
