@@ -286,6 +286,43 @@ async def test_facets_stay_exact_under_concurrent_writers(migrated_engine):
     assert found["total"] == 40 + 4 * 8
 
 
+async def test_concurrent_writers_never_wait_on_each_other_for_the_counts(migrated_engine):
+    """PostgreSQL: each writing transaction counts in a shard no other running one holds
+    (migration 0007). By backend (0003), 20 transactions open at once over 16 shards
+    had two sharing one: the second waited on the first's counter rows, and two that
+    went on to touch each other's statuses deadlocked."""
+    if migrated_engine.dialect.name != "postgresql":
+        pytest.skip("SQLite has one writer at a time")
+    statuses = ("SHIPPED", "RECEIVED", "LOAN_COMPLETED", "RETURN_SHIPPED")
+    async with migrated_engine.begin() as conn:
+        for n in range(1, 41):
+            await add(conn, n, status=statuses[n % 4])
+    # A pool of its own: the migrated engine's holds 15 connections at most.
+    engine = create_engine(migrated_engine.url.render_as_string(hide_password=False),
+                           pool_size=20)
+    try:
+        conns = [await engine.connect() for _ in range(20)]
+        shards = []
+        for n, conn in enumerate(conns, start=1):
+            await conn.begin()
+            await conn.exec_driver_sql("SET LOCAL lock_timeout = '2s'")  # a wait fails
+            await conn.execute(update(transactions).where(transactions.c.public_id == f"L-{n:04d}")
+                               .values(status=statuses[(n + 1) % 4]))
+            shards.append(await conn.scalar(select(func.current_setting("ill.count_shard"))))
+        assert len(set(shards)) == 20
+        for n, conn in enumerate(conns, start=21):  # then other statuses, in another order
+            await conn.execute(update(transactions).where(transactions.c.public_id == f"L-{n:04d}")
+                               .values(status=statuses[(n + 3) % 4]))
+        for conn in conns:
+            await conn.commit()
+            await conn.close()
+    finally:
+        await engine.dispose()
+    found = await find(migrated_engine)
+    assert found["facets"] == await true_facets(migrated_engine, "lending")
+    assert sum(found["facets"].values()) == 40
+
+
 async def test_a_common_word_finds_what_a_rare_one_would(migrated_engine, monkeypatch):
     # Past COUNT_LIMIT matches the page walks the list testing each row, and the facets
     # are counted from the first matches read: the role's only, those of every word only.
