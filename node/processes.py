@@ -224,9 +224,12 @@ def _signal(proc: asyncio.subprocess.Process, sig: int) -> None:
 
 
 def _exit_text(code: int) -> str:
-    if code < 0:
+    if code >= 0:
+        return f"code {code}"
+    try:
         return f"signal {signal.Signals(-code).name}"
-    return f"code {code}"
+    except ValueError:  # a signal without a name (real-time)
+        return f"signal {-code}"
 
 
 def supervise(config_path: Path, config) -> int:

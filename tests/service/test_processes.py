@@ -148,9 +148,10 @@ class ProcessGroup:
         self.config.write_text(text + (f"\n[limits]\n{limits}\n" if limits else ""))
 
     async def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "node.cli", "serve", "--config", str(self.config)],
-            stdout=self.log.open("ab"), stderr=subprocess.STDOUT)
+        if self.proc is None:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "node.cli", "serve", "--config", str(self.config)],
+                stdout=self.log.open("ab"), stderr=subprocess.STDOUT)
         for _ in range(400):  # the first member serves before the second is started
             if "serving with 2 processes" in self.log.read_text():
                 return
@@ -251,20 +252,29 @@ async def test_a_node_of_two_processes_shares_its_port_and_answers_each_request_
 
 
 async def test_sighup_and_the_admin_api_reload_every_process(group):
-    await group.start()
+    # A SIGHUP while the second member starts: it is not ended by it (the signal's
+    # default action, before its handler is in place), but reloads once it serves.
+    group.proc = subprocess.Popen(
+        [sys.executable, "-m", "node.cli", "serve", "--config", str(group.config)],
+        stdout=group.log.open("ab"), stderr=subprocess.STDOUT)
+    await wait_until(lambda: "Running on" in group.log.read_text(), timeout=30)
+    group.proc.send_signal(signal.SIGHUP)
+    await group.start()  # the same process: waits until both serve
+    await wait_until(lambda: group.log.read_text().count("configuration reloaded") == 2)
+    assert "exited" not in group.log.read_text()
+
     body = writer.serialise(builders.request(PEER, US, "big", title="A book"))
     assert await group.post_statuses(body) == [200] * 20
-
     group.write_config("max_body_bytes = 200")
     group.proc.send_signal(signal.SIGHUP)
-    await wait_until(lambda: group.log.read_text().count("configuration reloaded") == 2)
+    await wait_until(lambda: group.log.read_text().count("configuration reloaded") == 4)
     assert await group.post_statuses(body) == [413] * 20  # whichever member answers
 
     group.write_config("")
     async with aiohttp.ClientSession() as http:
         async with http.post(f"http://127.0.0.1:{group.port}/api/admin/reload") as resp:
             assert resp.status == 200
-    await wait_until(lambda: group.log.read_text().count("configuration reloaded") == 4)
+    await wait_until(lambda: group.log.read_text().count("configuration reloaded") == 6)
     assert await group.post_statuses(body) == [200] * 20
 
 
