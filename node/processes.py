@@ -117,6 +117,7 @@ class Supervisor:
                      " ".join(str(p.pid) for _, p in sorted(self.members.items())))
             keepers = [asyncio.create_task(self._keep(k)) for k in range(self.count)]
             await self.stopping.wait()
+            log.info("stopping %d processes", self.count)
             for keeper in keepers:
                 keeper.cancel()
             await asyncio.gather(*keepers, return_exceptions=True)
