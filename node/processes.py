@@ -59,7 +59,11 @@ class Member:
 
     def started(self, stop: asyncio.Event) -> None:
         """Serving: tell the parent, and stop when it has gone (stdin at end of file)."""
-        os.write(sys.stdout.fileno(), READY)
+        try:
+            os.write(sys.stdout.fileno(), READY)
+        except BrokenPipeError:  # gone already
+            stop.set()
+            return
         loop = asyncio.get_running_loop()
         stdin = sys.stdin.fileno()
 
