@@ -134,10 +134,10 @@ async def test_two_processes_on_one_postgresql_send_each_message_once(tmp_path, 
 class ProcessGroup:
     """``ill-node serve`` with ``[node] processes = 2``: the parent and its members."""
 
-    def __init__(self, tmp_path: Path, database: str, peer_url: str, *, limits: str = ""):
+    def __init__(self, tmp_path: Path, database: str, peer_url: str):
         self.port = free_port()
         self.config = write_config(tmp_path / "group.toml", self.port, database, peer_url)
-        self.write_config(limits)
+        self.write_config("")
         self.log = tmp_path / "group.log"
         self.proc: subprocess.Popen | None = None
 
@@ -147,11 +147,15 @@ class ProcessGroup:
             "processes" not in text) else text
         self.config.write_text(text + (f"\n[limits]\n{limits}\n" if limits else ""))
 
+    def spawn(self) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "node.cli", "serve", "--config", str(self.config)],
+            stdout=self.log.open("ab"), stderr=subprocess.STDOUT)
+
     async def start(self) -> None:
+        """Spawn the parent (unless spawned) and wait until both members serve."""
         if self.proc is None:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "node.cli", "serve", "--config", str(self.config)],
-                stdout=self.log.open("ab"), stderr=subprocess.STDOUT)
+            self.spawn()
         for _ in range(400):  # the first member serves before the second is started
             if "serving with 2 processes" in self.log.read_text():
                 return
@@ -254,9 +258,7 @@ async def test_a_node_of_two_processes_shares_its_port_and_answers_each_request_
 async def test_sighup_and_the_admin_api_reload_every_process(group):
     # A SIGHUP while the second member starts: it is not ended by it (the signal's
     # default action, before its handler is in place), but reloads once it serves.
-    group.proc = subprocess.Popen(
-        [sys.executable, "-m", "node.cli", "serve", "--config", str(group.config)],
-        stdout=group.log.open("ab"), stderr=subprocess.STDOUT)
+    group.spawn()
     await wait_until(lambda: "Running on" in group.log.read_text(), timeout=30)
     group.proc.send_signal(signal.SIGHUP)
     await group.start()  # the same process: waits until both serve
