@@ -72,10 +72,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         from .processes import supervise
 
         return supervise(args.config, config)
-    from . import auth, limits
-    from .http import MEMBER, NODE, create_app
     from sqlalchemy.exc import DBAPIError
 
+    from . import auth, limits
+    from .http import MEMBER, NODE, create_app
     from .service import Node
     from .store.db import NotMigrated, safe_url
 

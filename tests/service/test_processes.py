@@ -181,22 +181,24 @@ class ProcessGroup:
         the kernel spreads connections over the members by their ports."""
         seen = set()
         for _ in range(connections):
-            async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)
-                                             ) as http:
-                async with http.get(f"http://127.0.0.1:{self.port}/healthz") as resp:
-                    assert resp.status == 200
-                    seen.add((await resp.json())["worker"])
+            async with self._alone() as http, http.get(
+                    f"http://127.0.0.1:{self.port}/healthz") as resp:
+                assert resp.status == 200
+                seen.add((await resp.json())["worker"])
         return seen
 
     async def post_statuses(self, body: bytes, connections: int = 20) -> list[int]:
         statuses = []
         for _ in range(connections):
-            async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)
-                                             ) as http:
-                async with http.post(f"http://127.0.0.1:{self.port}/iso18626", data=body,
-                                     headers=XML) as resp:
-                    statuses.append(resp.status)
+            async with self._alone() as http, http.post(
+                    f"http://127.0.0.1:{self.port}/iso18626", data=body, headers=XML) as resp:
+                statuses.append(resp.status)
         return statuses
+
+    @staticmethod
+    def _alone() -> aiohttp.ClientSession:
+        """A client whose every request is a new connection (members get some each)."""
+        return aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True))
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -236,8 +238,7 @@ async def test_a_node_of_two_processes_shares_its_port_and_answers_each_request_
     assert len(workers) == 2 and {w.split("-")[0] for w in workers} == {"node0", "node1"}
 
     async def send_alone(rari: str) -> bool:  # a connection each: both members receive
-        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)
-                                         ) as http:
+        async with group._alone() as http:
             return await send(http, group.port, rari)
 
     results = await asyncio.gather(*(send_alone(f"g{i}") for i in range(80)))
@@ -273,9 +274,9 @@ async def test_sighup_and_the_admin_api_reload_every_process(group):
     assert await group.post_statuses(body) == [413] * 20  # whichever member answers
 
     group.write_config("")
-    async with aiohttp.ClientSession() as http:
-        async with http.post(f"http://127.0.0.1:{group.port}/api/admin/reload") as resp:
-            assert resp.status == 200
+    async with aiohttp.ClientSession() as http, http.post(
+            f"http://127.0.0.1:{group.port}/api/admin/reload") as resp:
+        assert resp.status == 200
     await wait_until(lambda: group.log.read_text().count("configuration reloaded") == 6)
     assert await group.post_statuses(body) == [200] * 20
 
@@ -285,7 +286,7 @@ async def test_a_member_that_dies_is_started_again_and_all_stop_with_the_parent(
     before = await group.workers()
     (victim,) = [pid for pid, cmd in group.members().items() if cmd.endswith("--member 1 ")]
     os.kill(victim, signal.SIGKILL)
-    await wait_until(lambda: "process 1 (pid %d) exited with signal SIGKILL" % victim
+    await wait_until(lambda: f"process 1 (pid {victim}) exited with signal SIGKILL"
                      in group.log.read_text())
     await wait_until(lambda: len(group.members()) == 2 and victim not in group.members())
     await wait_until(lambda: group.log.read_text().count("Running on") == 3)
@@ -307,7 +308,8 @@ async def test_a_node_of_several_processes_that_cannot_start_says_why_once(tmp_p
     group = ProcessGroup(tmp_path, database, "http://127.0.0.1:9/iso18626")
     serve = [sys.executable, "-m", "node.cli", "serve", "--config", str(group.config)]
     # Not migrated: the first member says so, and no other is started.
-    result = subprocess.run(serve, capture_output=True, text=True, timeout=60)
+    result = await asyncio.to_thread(
+        subprocess.run, serve, capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 1
     assert result.stderr.count("is not migrated") == 1
     assert "[1]" not in result.stderr and "Unknown child" not in result.stderr
@@ -317,7 +319,8 @@ async def test_a_node_of_several_processes_that_cannot_start_says_why_once(tmp_p
         other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         other.bind(("127.0.0.1", group.port))
         other.listen()
-        result = subprocess.run(serve, capture_output=True, text=True, timeout=60)
+        result = await asyncio.to_thread(
+            subprocess.run, serve, capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 1
     assert result.stderr == (f"ill-node serve: cannot start: 127.0.0.1:{group.port}: "
                              f"Address already in use (config: {group.config})\n")
