@@ -289,10 +289,10 @@ def wait_http(url: str, proc: Proc | None = None, timeout: float = 30) -> float:
     raise RuntimeError(f"{url} did not answer in {timeout}s\n{proc.tail() if proc else ''}")
 
 
-def start_node(config: Path, log: Path, port: int) -> Proc:
+def start_node(config: Path, log: Path, port: int, *, processes: int = 1) -> Proc:
     proc = Proc([ILL_NODE, "serve", "--config", str(config)], log=log)
     wait_http(f"http://127.0.0.1:{port}/healthz", proc)
-    if "\nprocesses = " in config.read_text():  # the first serves before the others start
+    if processes > 1:  # the first serves before the others start
         deadline = time.monotonic() + 60
         while "serving with" not in log.read_text() and time.monotonic() < deadline:
             time.sleep(0.05)

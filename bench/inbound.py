@@ -218,7 +218,7 @@ def main() -> int:
             procs.append(peer)
             bare = start_peer(d / "bare.log", bare_port, "--mode", "bare")
             procs.append(bare)
-            node = start_node(cfg, d / "node.log", node_port)
+            node = start_node(cfg, d / "node.log", node_port, processes=args.processes)
             procs.append(node)
             node_pids = with_children(node.pid)  # the parent and its members
             node_url = f"http://127.0.0.1:{node_port}/iso18626"

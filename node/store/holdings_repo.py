@@ -11,6 +11,7 @@ import asyncio
 from collections import defaultdict
 from collections.abc import Callable
 from datetime import datetime
+from operator import attrgetter
 from typing import Any
 
 from sqlalchemy import (
@@ -319,10 +320,6 @@ def _wanted(keys: LookupKeys) -> set[tuple[str, str]]:
     return wanted
 
 
-def _barcode(item: HoldingsItem) -> str:
-    return item.barcode
-
-
 class _Found:
     """The candidate records of a batch, indexed by what requests look them up by."""
 
@@ -358,7 +355,7 @@ class _Found:
                 record_id=record_id, title=title, author=author,
                 isbns=tuple(kinds.get("isbn", ())), issns=tuple(kinds.get("issn", ())),
                 oclc=tuple(kinds.get("oclc", ())), lccn=tuple(kinds.get("lccn", ())),
-                items=tuple(sorted(items.get(record_id, ()), key=_barcode)))
+                items=tuple(sorted(items.get(record_id, ()), key=attrgetter("barcode"))))
 
     def for_request(self, keys: LookupKeys, wanted: set[tuple[str, str]]
                     ) -> list[HoldingsRecord]:

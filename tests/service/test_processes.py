@@ -273,6 +273,15 @@ async def test_sighup_and_the_admin_api_reload_every_process(group):
     await wait_until(lambda: group.log.read_text().count("configuration reloaded") == 4)
     assert await group.post_statuses(body) == [413] * 20  # whichever member answers
 
+    # A file with a problem: said once, by the parent; each member keeps what it has.
+    group.write_config('max_body_bytes = "big"')
+    group.proc.send_signal(signal.SIGHUP)
+    await wait_until(lambda: "configuration not reloaded" in group.log.read_text())
+    log = group.log.read_text()
+    assert log.count("limits.max_body_bytes: must be an integer") == 1
+    assert log.count("configuration reloaded") == 4
+    assert await group.post_statuses(body) == [413] * 20
+
     group.write_config("")
     async with aiohttp.ClientSession() as http, http.post(
             f"http://127.0.0.1:{group.port}/api/admin/reload") as resp:
