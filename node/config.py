@@ -416,18 +416,28 @@ class NodeConfig:
     source_path: Path | None = None
     # Key paths holding a secret written in the file itself (not ``${ENV_VAR}``).
     inline_secrets: tuple[str, ...] = ()
+    # The partners by symbol as configured, and case-folded: built once, since every
+    # message looks its partner up, and a consortium hub has hundreds.
+    partners_by_symbol: Mapping[str, Partner] = field(init=False, repr=False, compare=False)
+    _partners_by_key: Mapping[tuple[str, str], Partner] = field(init=False, repr=False,
+                                                                compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "partners_by_symbol",
+                           MappingProxyType({str(p.symbol): p for p in self.partners}))
+        object.__setattr__(self, "_partners_by_key", {p.symbol.key: p for p in self.partners})
 
     def partner(self, symbol: str | AgencySymbol) -> Partner | None:
         """The configured partner with this symbol (case-insensitive), or None."""
         if not isinstance(symbol, AgencySymbol):
+            found = self.partners_by_symbol.get(symbol)
+            if found is not None:
+                return found
             try:
                 symbol = AgencySymbol.parse(symbol)
             except ValueError:
                 return None
-        for p in self.partners:
-            if p.symbol == symbol:
-                return p
-        return None
+        return self._partners_by_key.get(symbol.key)
 
     def rota_for(self, service_type: ServiceType | str, fmt: str | None = None) -> Rota | None:
         """The rota for a request: the first rota whose format filter names

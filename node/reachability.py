@@ -46,8 +46,7 @@ async def partners(node) -> list[dict[str, Any]]:
 
 
 async def check(node, symbol: str) -> dict[str, Any]:
-    partner = next((p for p in node.config.partners
-                    if str(p.symbol).casefold() == symbol.casefold()), None)
+    partner = node.config.partner(symbol)
     if partner is None:
         raise NotFound(f"no partner {symbol} in the configuration")
     extra: dict[str, Any] = {}

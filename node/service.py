@@ -704,7 +704,7 @@ class Node:
             our_symbol=self.symbol,
             policy=self.config.borrowing,
             closure=closures["borrowing"],
-            partners={str(p.symbol): p for p in self.config.partners},
+            partners=self.config.partners_by_symbol,
             closed_partners=await repo.partner_closures(conn, today=now.date()),
             now=now,
             rotas=self.config.rotas,  # a re-request may name a rota
@@ -859,12 +859,12 @@ class Node:
                 )
             form = borrower.form.parse_form(
                 data, policy=self.config.borrowing,
-                partners={str(p.symbol): p for p in self.config.partners}, rotas=self.config.rotas,
+                partners=self.config.partners_by_symbol, rotas=self.config.rotas,
                 today=now.date(),  # a needed-by date in the past is refused
             )
             rota = borrower.rota.build_rota(
                 form, rotas=self.config.rotas,
-                partners={str(p.symbol): p for p in self.config.partners},
+                partners=self.config.partners_by_symbol,
                 closed_partners=ctx.closed_partners, today=now.date(),
             )
             public_id = new_public_id("B")

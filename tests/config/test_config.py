@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import textwrap
 from datetime import date
 from pathlib import Path
@@ -166,6 +167,16 @@ def test_partner_lookup_is_case_insensitive():
     assert config.partner(AgencySymbol.parse("ISIL:XX-LEND3")) is config.partners[1]
     assert config.partner("ISIL:XX-NOBODY") is None
     assert config.partner("garbage") is None
+    assert dict(config.partners_by_symbol) == {str(p.symbol): p for p in config.partners}
+
+
+def test_partner_lookup_follows_a_replaced_partner_list():
+    # The lookups are built with the object: a configuration made from another
+    # (dataclasses.replace) must not answer with the other's partners.
+    config = load(EXAMPLE)
+    fewer = dataclasses.replace(config, partners=config.partners[:1])
+    assert fewer.partner("ISIL:XX-LEND3") is None and config.partner("ISIL:XX-LEND3")
+    assert list(fewer.partners_by_symbol) == [str(config.partners[0].symbol)]
 
 
 def test_rota_for_service_type_and_format():
