@@ -7,7 +7,8 @@ JSON body, call one service method, map its exceptions to status codes.
   form with problems, or a malformed action body (``StaffActionInvalid``: unknown
   action, a field missing or of the wrong type; one message per field)
 - 404: no such request
-- 409: the action is well formed but not allowed now (``StaffActionError``: the text says why)
+- 409: the action is well formed but not allowed now (``StaffActionError``: the text says
+  why), or a reload while the configuration file has problems (each with its line)
 """
 
 from __future__ import annotations
@@ -257,17 +258,24 @@ async def check_partner(request: web.Request) -> web.Response:
 
 
 async def reload_config(request: web.Request) -> web.Response:
-    from .config import load
-
-    node = _node(request)
-    if node.config.source_path is None:
-        return _error(409, "this node was not started from a configuration file")
-    await node.reload(load(node.config.source_path))
+    from .config import ConfigError, load
     from .http import MEMBER
 
+    node = _node(request)
+    path = node.config.source_path
+    if path is None:
+        return _error(409, "this node was not started from a configuration file")
+    try:
+        config = load(path)
+    except ConfigError as exc:
+        return _error(409, f"{path} has problems: nothing reloaded",
+                      problems=[str(p) for p in exc.problems])
+    except OSError as exc:
+        return _error(409, f"{path}: cannot read: {exc.strerror}: nothing reloaded")
+    notes = await node.reload(config)
     if (member := request.app.get(MEMBER)) is not None:
         member.reload_others()  # the node's other processes, through their parent
-    return _json({"reloaded": str(node.config.source_path)})
+    return _json({"reloaded": str(path), "notes": notes})
 
 
 async def list_outbox(request: web.Request) -> web.Response:

@@ -185,40 +185,6 @@ def outgoing_headers(config: NodeConfig, peer: str, body: bytes) -> dict[str, st
 # -- TLS ------------------------------------------------------------------------------
 
 
-def server_ssl_context(config: NodeConfig) -> ssl.SSLContext | None:
-    """HTTPS for the node when [node] tls_cert/tls_key are set. With
-    tls_client_ca, client certificates are asked for (optional at the TLS
-    level: partners pinned by fingerprint are checked per message)."""
-    node = config.node
-    if node.tls_cert is None or node.tls_key is None:
-        return None
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    ctx.load_cert_chain(node.tls_cert, node.tls_key)
-    if node.tls_client_ca is not None:
-        ctx.load_verify_locations(cafile=str(node.tls_client_ca))
-        ctx.verify_mode = ssl.CERT_OPTIONAL
-    return ctx
-
-
-@functools.lru_cache(maxsize=8)
-def _client_context(ca, cert, key) -> ssl.SSLContext:
-    ctx = ssl.create_default_context(cafile=str(ca) if ca is not None else None)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    if cert is not None and key is not None:
-        ctx.load_cert_chain(cert, key)
-    return ctx
-
-
-def client_ssl_context(config: NodeConfig) -> ssl.SSLContext | None:
-    """For HTTPS partners: verify them against tls_ca (or the system's CAs)
-    and present our client certificate. None when nothing is configured."""
-    node = config.node
-    if node.tls_ca is None and node.client_cert is None:
-        return None
-    return _client_context(node.tls_ca, node.client_cert, node.client_key)
-
-
 def peer_certificate(transport) -> bytes | None:
     """The DER client certificate of an aiohttp request's transport, or None."""
     if transport is None:

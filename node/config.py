@@ -32,6 +32,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from node.protocol.codes import ServiceType, Status, Version
+from node import tls
 
 __all__ = [
     "AgencySymbol",
@@ -1027,6 +1028,7 @@ def _read_node(ctx: _Ctx, root: _Table, base: Path) -> NodeSection:
         "tls_cert", "tls_key", "tls_client_ca", "tls_ca", "client_cert", "client_key")}
     _pair(ctx, t, files["tls_cert"], files["tls_key"], "tls_cert", "tls_key")
     _pair(ctx, t, files["client_cert"], files["client_key"], "client_cert", "client_key")
+    _check_tls_files(ctx, t, files)
     if "tls_client_ca" in t.data and "tls_cert" not in t.data:
         ctx.add(t.path + ("tls_client_ca",), "needs tls_cert and tls_key (client certificates "
                 "are only asked for over HTTPS)")
@@ -1201,6 +1203,22 @@ def _pair(ctx: _Ctx, t: _Table, a: Any, b: Any, a_key: str, b_key: str) -> None:
     if (a_key in t.data) != (b_key in t.data):
         present, missing = (a_key, b_key) if a_key in t.data else (b_key, a_key)
         ctx.add(t.path + (present,), f"needs {missing} too")
+
+
+def _check_tls_files(ctx: _Ctx, t: _Table, files: Mapping[str, Path | None]) -> None:
+    """Certificates and keys that TLS cannot use are said here, at check-config and on a
+    reload, with their line, not as a failed start or failed handshakes later."""
+    for ca_key in ("tls_client_ca", "tls_ca"):
+        if files[ca_key] is not None and not tls.holds_certificates(files[ca_key]):
+            ctx.add(t.path + (ca_key,), f"{files[ca_key]} holds no PEM certificate")
+    for cert_key, key_key in (("tls_cert", "tls_key"), ("client_cert", "client_key")):
+        cert, key = files[cert_key], files[key_key]
+        if cert is None or key is None:
+            continue
+        if not tls.holds_certificates(cert):
+            ctx.add(t.path + (cert_key,), f"{cert} holds no PEM certificate")
+        elif problem := tls.key_problem(cert, key):
+            ctx.add(t.path + (key_key,), f"{key}: {problem}")
 
 
 def _read_partner_auth(ctx: _Ctx, t: _Table, base: Path) -> PartnerAuth:

@@ -16,7 +16,6 @@ from typing import Any
 
 import aiohttp
 
-from . import auth as peer_auth
 from . import borrowing_ops
 from .service import NotFound
 from .store import partner_status
@@ -51,9 +50,8 @@ async def check(node, symbol: str) -> dict[str, Any]:
         raise NotFound(f"no partner {symbol} in the configuration")
     extra: dict[str, Any] = {}
     if partner.url.lower().startswith("https:"):
-        context = peer_auth.client_ssl_context(node.config)
-        if context is not None:
-            extra["ssl"] = context
+        if node.client_tls is not None:
+            extra["ssl"] = node.client_tls
     started = time.monotonic()
     http_status, error = None, None
     try:

@@ -74,7 +74,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return supervise(args.config, config)
     from sqlalchemy.exc import DBAPIError
 
-    from . import auth, limits
+    from . import limits, tls
     from .http import MEMBER, NODE, create_app
     from .service import Node
     from .store.db import NotMigrated, safe_url
@@ -85,7 +85,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
         member = Member(args.member)
     worker_id = f"node{member.index}-{secrets.token_hex(4)}" if member is not None else None
-    app = create_app(config, node=Node(config, worker_id=worker_id))
+    node = Node(config, worker_id=worker_id)
+    node.server_tls = tls.ServerTLS.of(config.node)
+    app = create_app(config, node=node)
     app[MEMBER] = member
 
     async def on_startup(app: web.Application) -> None:
@@ -104,7 +106,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # slow-client limits from [limits], re-read after a reload.
     try:
         limits.run(app, host=config.node.listen_host, port=config.node.listen_port,
-                   ssl_context=auth.server_ssl_context(config),
+                   ssl_context=node.server_tls.context if node.server_tls else None,
                    limits=lambda: app[NODE].config.limits,
                    print=lambda text: logging.getLogger("node").info(text),
                    reuse_port=member is not None,

@@ -32,7 +32,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from . import auth as peer_auth
-from . import borrower
+from . import borrower, tls
 from . import limits as node_limits
 from .borrower import machine as bmachine
 from .config import Closure, NodeConfig
@@ -41,7 +41,6 @@ from .outbox import DeliveryVerdict, OutboxWorker
 from .protocol import confirm, reader, writer
 from .protocol.codes import ErrorType, MessageStatus
 from .protocol.errors import ProtocolError, UnrecognisedValue
-from .protocol.safe_xml import parse_xml
 from .protocol.messages import (
     AgencyId,
     BusinessMessage,
@@ -50,6 +49,7 @@ from .protocol.messages import (
     RequestingAgencyMessage,
     SupplyingAgencyMessage,
 )
+from .protocol.safe_xml import parse_xml
 from .store import auth_repo, db, outbox_repo, repo
 from .supplier import machine as smachine
 from .supplier.locate import LocateResult
@@ -159,6 +159,8 @@ class Node:
         self.engine = engine
         self.clock = clock
         self.worker_id = worker_id or f"node-{secrets.token_hex(4)}"
+        self.client_tls = tls.client_context(config.node)  # for HTTPS partners
+        self.server_tls: tls.ServerTLS | None = None  # set by the edge that serves HTTPS
         self.session: aiohttp.ClientSession | None = None
         self.outbox: OutboxWorker | None = None
         self._outbox_task: asyncio.Task | None = None
@@ -208,7 +210,7 @@ class Node:
             on_delivered=self._on_delivered,
             on_failed=self._on_send_failed,
             headers_for=lambda row: peer_auth.outgoing_headers(self.config, row.peer, row.body),
-            ssl_for=lambda row: peer_auth.client_ssl_context(self.config),
+            ssl_for=lambda row: self.client_tls,
             clock=self.clock,
             # A send cannot outlive its HTTP timeout; a dead worker's claims expire soon after.
             lease_seconds=cfg.timeout_seconds + 10,
@@ -244,13 +246,26 @@ class Node:
             await self.engine.dispose()
             self.engine = None
 
-    async def reload(self, config: NodeConfig) -> None:
-        """Take a new configuration (SIGHUP or the admin API): partners, closures, policies."""
-        previous = self.config
+    async def reload(self, config: NodeConfig) -> list[str]:
+        """Take a new configuration (SIGHUP or the admin API): partners, closures,
+        policies, certificates. Returns what could not be applied without a restart."""
+        previous, notes = self.config, []
         self.config = config
+        try:
+            self.client_tls = tls.client_context(config.node)
+        except (OSError, tls.Encrypted) as exc:  # a file changed since it was checked
+            notes.append(f"client certificate not reloaded: {exc}")
+        if self.server_tls is not None:
+            notes.append(self.server_tls.reload(config.node))
+        elif config.node.tls_cert is not None:
+            notes.append("tls_cert and tls_key added: HTTPS is served once the node is restarted")
         async with self.engine.begin() as conn:
             await repo.seed_closures(conn, config, now=self.clock(), previous=previous)
+        notes = [note for note in notes if note]
+        for note in notes:
+            log.warning("reload: %s", note)
         log.info("configuration reloaded from %s", config.source_path)
+        return notes
 
     async def health(self) -> dict[str, Any]:
         try:
