@@ -180,6 +180,9 @@ def main() -> int:
         ap.add_argument("--duration", type=float),
         ap.add_argument("--records", type=int),
         ap.add_argument("--profile", type=Path, help="py-spy the node in phase (a) into DIR"),
+        ap.add_argument("--partners", type=int, default=1,
+                        help="partners configured, as at a consortium hub (the requests "
+                        "come from the last)"),
         ap.add_argument("--processes", type=int, default=1,
                         help="[node] processes (PostgreSQL); CPU and memory are summed"),
     ))
@@ -188,14 +191,18 @@ def main() -> int:
         return 2
     duration = args.duration or (5 if args.quick else 10)
     records = args.records or (500 if args.quick else 2000)
-    header("inbound" + (f" ({args.processes} processes)" if args.processes > 1 else ""), args)
+    header("inbound" + (f" ({args.processes} processes)" if args.processes > 1 else "")
+           + (f" ({args.partners} partners)" if args.partners > 1 else ""), args)
     with workdir("inbound") as d:
         dbs = Databases(args.db, d)
         procs: list[Proc] = []
         try:
             node_port, peer_port, bare_port = free_port(), free_port(), free_port()
+            peer_url = f"http://127.0.0.1:{peer_port}/iso18626"
+            # A hub's partners (all the stand-in); the one sending is configured last.
+            others = [(f"ISIL:XX-P{i}", peer_url) for i in range(args.partners - 1)]
             text = node_config(symbol=US, port=node_port, db_url=dbs.make("node"),
-                               partners=[(PEER, f"http://127.0.0.1:{peer_port}/iso18626")])
+                               partners=[*others, (PEER, peer_url)], rota=[PEER])
             if args.processes > 1:
                 text = text.replace("\ndatabase = ", f"\nprocesses = {args.processes}"
                                     "\ndatabase = ", 1)
