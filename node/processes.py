@@ -17,6 +17,10 @@ database not migrated, or unreachable, is reported once), then supervises:
   it. A process reloaded through the admin API asks the parent for the same.
 - SIGTERM or SIGINT: every process stops as a lone node does (its batch written,
   its sends recorded), then the parent exits.
+- SIGUSR2: a rolling restart, for an upgrade: each process in turn is replaced by
+  a new one (the code and configuration on disk now), started first, so the port
+  is always served. If a new process cannot start, the restart stops there and
+  the others serve on as they were.
 - A process that exits on its own is started again, after a delay that doubles
   while it keeps failing soon after its start.
 
@@ -42,6 +46,10 @@ log = logging.getLogger("node.processes")
 # What a member writes to its parent, on its stdout: it serves; it has reloaded
 # through the admin API, and the others should too.
 READY, RELOAD = b"ready\n", b"reload\n"
+
+# Linux 5.14+: whether the connections queued on a listener that closes go to another
+# listener of its SO_REUSEPORT group, rather than being reset.
+MIGRATE_REQUESTS = "/proc/sys/net/ipv4/tcp_migrate_req"
 
 
 @dataclass(frozen=True)
@@ -101,18 +109,24 @@ class Supervisor:
         self.restart_delay = restart_delay
         self.max_restart_delay = max_restart_delay
         self.stop_timeout = stop_timeout
+        # Each member's serving process; and every process started and not yet gone.
         self.members: dict[int, asyncio.subprocess.Process] = {}
+        self.children: set[asyncio.subprocess.Process] = set()
         # Members past READY: SIGHUP's default action, before a member's handler is
-        # installed, would end it. One starting at a reload is signalled once it serves.
+        # installed, would end it. A process starting at a reload (a member's first, or
+        # a replacement) is signalled once it serves.
         self.serving: set[int] = set()
+        self.starting: set[int] = set()
         self.reload_pending: set[int] = set()
         self.stopping = asyncio.Event()
+        self.rolling: asyncio.Task | None = None
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self.stopping.set)
         loop.add_signal_handler(signal.SIGHUP, self.reload)
+        loop.add_signal_handler(signal.SIGUSR2, self.restart)
         try:
             if not await self._start(0) or not all(
                     await asyncio.gather(*(self._start(k) for k in range(1, self.count)))):
@@ -122,9 +136,10 @@ class Supervisor:
             keepers = [asyncio.create_task(self._keep(k)) for k in range(self.count)]
             await self.stopping.wait()
             log.info("stopping %d processes", self.count)
-            for keeper in keepers:
-                keeper.cancel()
-            await asyncio.gather(*keepers, return_exceptions=True)
+            tasks = [*keepers, *([self.rolling] if self.rolling is not None else [])]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
             return 0
         finally:
             await self._stop_all()
@@ -132,29 +147,41 @@ class Supervisor:
     async def _start(self, index: int) -> bool:
         """Start member ``index`` and wait until it serves; False if it could not (its
         own message is on stderr) or the parent is stopping."""
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "node.cli", "serve", "--config", str(self.config_path),
-            "--member", str(index),
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
+        proc = await self._spawn(index)
+        if proc is None:
+            return False
         self.members[index] = proc
-        ready = asyncio.ensure_future(proc.stdout.readline())
-        stop = asyncio.ensure_future(self.stopping.wait())
-        await asyncio.wait({ready, stop}, timeout=self.start_timeout,
-                           return_when=asyncio.FIRST_COMPLETED)
-        stop.cancel()
-        if ready.done() and ready.result() == READY:
-            asyncio.ensure_future(self._listen(index, proc.stdout))
-            self.serving.add(index)
-            if index in self.reload_pending:
-                self.reload_pending.discard(index)
-                _signal(proc, signal.SIGHUP)
-            return True
-        ready.cancel()
-        if not ready.done() and not self.stopping.is_set():  # not exited: stuck
-            log.error("process %d (pid %d) did not start within %g s", index, proc.pid,
-                      self.start_timeout)
-        await self._stop(proc)
-        return False
+        self.serving.add(index)
+        return True
+
+    async def _spawn(self, index: int) -> asyncio.subprocess.Process | None:
+        """A new process for member ``index``, once it serves; None if it could not."""
+        self.starting.add(index)
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "node.cli", "serve", "--config", str(self.config_path),
+                "--member", str(index),
+                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
+            self.children.add(proc)
+            ready = asyncio.ensure_future(proc.stdout.readline())
+            stop = asyncio.ensure_future(self.stopping.wait())
+            await asyncio.wait({ready, stop}, timeout=self.start_timeout,
+                               return_when=asyncio.FIRST_COMPLETED)
+            stop.cancel()
+            if ready.done() and ready.result() == READY:
+                asyncio.ensure_future(self._listen(proc))
+                if index in self.reload_pending:
+                    self.reload_pending.discard(index)
+                    _signal(proc, signal.SIGHUP)
+                return proc
+            ready.cancel()
+            if not ready.done() and not self.stopping.is_set():  # not exited: stuck
+                log.error("process %d (pid %d) did not start within %g s", index, proc.pid,
+                          self.start_timeout)
+            await self._stop(proc)
+            return None
+        finally:
+            self.starting.discard(index)
 
     async def _keep(self, index: int) -> None:
         """Start member ``index`` again whenever it exits on its own."""
@@ -163,6 +190,9 @@ class Supervisor:
             proc = self.members[index]
             started = time.monotonic()
             code = await proc.wait()
+            self.children.discard(proc)
+            if self.members[index] is not proc:
+                continue  # replaced (a rolling restart): the new one is kept now
             self.serving.discard(index)
             if time.monotonic() - started > self.max_restart_delay:
                 delay = self.restart_delay  # it had been running well
@@ -175,16 +205,50 @@ class Supervisor:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.max_restart_delay)
 
-    async def _listen(self, index: int, stream: asyncio.StreamReader) -> None:
-        """Member ``index``'s stdout once it serves: RELOAD, or text passed on."""
-        while line := await stream.readline():
+    def restart(self) -> None:
+        """SIGUSR2: replace every member by a new process, one after the other."""
+        if len(self.members) < self.count:
+            log.warning("SIGUSR2 while the processes start: no rolling restart")
+            return
+        if self.rolling is not None and not self.rolling.done():
+            log.warning("SIGUSR2: a rolling restart is under way already")
+            return
+        self.rolling = asyncio.ensure_future(self._roll())
+
+    async def _roll(self) -> None:
+        log.info("rolling restart of %d processes", self.count)
+        if _read(MIGRATE_REQUESTS) == "0":
+            log.warning("%s is 0: connections waiting to be accepted by a process that "
+                        "stops are reset (1 passes them to another process)",
+                        MIGRATE_REQUESTS)
+        for index in range(self.count):
+            old = self.members[index]
+            if index not in self.serving:
+                continue  # exited: its keeper's start is a new process already
+            new = await self._spawn(index)
+            if new is None or self.members[index] is not old:
+                if new is not None:  # the old one died meanwhile, and was started again
+                    await self._stop(new)
+                    continue
+                if not self.stopping.is_set():
+                    log.error("rolling restart stopped: a new process %d could not start "
+                              "(the others serve on as they were)", index)
+                return
+            self.members[index] = new  # its keeper keeps it from now on
+            log.info("process %d replaced: pid %d serves, pid %d stops", index, new.pid, old.pid)
+            await self._stop(old)
+        log.info("rolling restart done")
+
+    async def _listen(self, proc: asyncio.subprocess.Process) -> None:
+        """A member's stdout once it serves: RELOAD, or text passed on."""
+        while line := await proc.stdout.readline():
             if line == RELOAD:
-                self.reload(reloaded=index)
+                self.reload(reloaded=proc)
             else:
                 sys.stdout.buffer.write(line)
                 sys.stdout.flush()
 
-    def reload(self, reloaded: int | None = None) -> None:
+    def reload(self, reloaded: asyncio.subprocess.Process | None = None) -> None:
         """SIGHUP: every member reloads (but ``reloaded``, which has), if the file is
         valid; else its problems are printed once, and each keeps what it has."""
         from .serve_cli import load_or_report
@@ -196,16 +260,15 @@ class Supervisor:
         if fresh.node.processes != self.count:
             log.warning("processes = %d in %s: restart the node to apply it (still %d)",
                         fresh.node.processes, self.config_path, self.count)
-        for index, proc in self.members.items():
-            if index == reloaded:
-                continue
-            if index in self.serving:
-                _signal(proc, signal.SIGHUP)
-            else:
+        for index in range(self.count):
+            if index in self.starting:
                 self.reload_pending.add(index)
+            proc = self.members.get(index)
+            if index in self.serving and proc is not reloaded:
+                _signal(proc, signal.SIGHUP)
 
     async def _stop_all(self) -> None:
-        await asyncio.gather(*(self._stop(p) for p in self.members.values()))
+        await asyncio.gather(*(self._stop(p) for p in list(self.children)))
 
     async def _stop(self, proc: asyncio.subprocess.Process) -> None:
         """SIGTERM (the node finishes what it has started), SIGKILL after stop_timeout."""
@@ -217,6 +280,14 @@ class Supervisor:
                       self.stop_timeout)
             _signal(proc, signal.SIGKILL)
             await proc.wait()
+        self.children.discard(proc)
+
+
+def _read(path: str) -> str | None:
+    try:
+        return Path(path).read_text().strip()
+    except OSError:  # not Linux, or a kernel without it
+        return None
 
 
 def _signal(proc: asyncio.subprocess.Process, sig: int) -> None:

@@ -99,6 +99,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 asyncio.ensure_future(app[NODE].reload(fresh))
 
         loop.add_signal_handler(signal.SIGHUP, reload)
+        # Its default action would end the node.
+        loop.add_signal_handler(signal.SIGUSR2, lambda: logging.getLogger("node").warning(
+            "SIGUSR2 ignored: a rolling restart is for the parent process of a node "
+            "with [node] processes of 2 or more"))
         quiet_garbage_collector()
 
     app.on_startup.append(on_startup)
