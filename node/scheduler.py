@@ -38,11 +38,25 @@ async def _tick(node: "Node") -> None:
     node._wake_outbox()
 
 
+async def _sweep_leases(node: "Node") -> None:
+    try:
+        await node.worker_lock.sweep(node.clock())
+    except asyncio.CancelledError:  # the node is stopping
+        return
+    except Exception:  # the database away: the next sweep tries again
+        log.exception("outbox lease sweep failed")
+
+
 def start_scheduler(node: "Node") -> AsyncIOScheduler:
     scheduler = AsyncIOScheduler(timezone="UTC")
     scheduler.add_job(
         _tick, "interval", seconds=node.timer_interval_seconds, args=[node],
         id="timers", max_instances=1, coalesce=True,
     )
+    if node.worker_lock is not None:  # PostgreSQL: node/liveness.py
+        scheduler.add_job(
+            _sweep_leases, "interval", seconds=node.timer_interval_seconds, args=[node],
+            id="leases", max_instances=1, coalesce=True,
+        )
     scheduler.start()
     return scheduler

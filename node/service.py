@@ -36,6 +36,7 @@ from . import borrower, tls
 from . import limits as node_limits
 from .borrower import machine as bmachine
 from .config import Closure, NodeConfig
+from .liveness import WorkerLock
 from .machine import Result, StaffActionError
 from .outbox import DeliveryVerdict, OutboxWorker
 from .protocol import confirm, reader, writer
@@ -161,6 +162,7 @@ class Node:
         self.worker_id = worker_id or f"node-{secrets.token_hex(4)}"
         self.client_tls = tls.client_context(config.node)  # for HTTPS partners
         self.server_tls: tls.ServerTLS | None = None  # set by the edge that serves HTTPS
+        self.worker_lock: WorkerLock | None = None  # PostgreSQL: see node/liveness.py
         self.session: aiohttp.ClientSession | None = None
         self.outbox: OutboxWorker | None = None
         self._outbox_task: asyncio.Task | None = None
@@ -196,6 +198,11 @@ class Node:
                 # One node process per SQLite file: claims left by a killed process
                 # are stale, and its unsent messages go out now.
                 await outbox_repo.release_leases(conn)
+        if self.engine.dialect.name == "postgresql":
+            # Held before our worker leases a row; the sweep (here, then with the
+            # timers) sends at once what a worker gone had leased (node/liveness.py).
+            self.worker_lock = WorkerLock(self.engine, self.worker_id)
+            await self.worker_lock.sweep(self.clock())
         self.session = aiohttp.ClientSession()
         cfg = self.config.outbox
         self.outbox = OutboxWorker(
@@ -236,6 +243,9 @@ class Node:
         if self._outbox_task is not None:
             await asyncio.gather(self._outbox_task, return_exceptions=True)
             self._outbox_task = None
+        if self.worker_lock is not None:
+            await self.worker_lock.release()
+            self.worker_lock = None
         if self.session is not None:
             await self.session.close()
             self.session = None

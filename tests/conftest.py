@@ -132,3 +132,13 @@ def database_factory(request, tmp_path):
     yield make
     for database in made:
         _in_thread(_pg_admin, f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+
+
+@pytest.fixture
+async def net(tmp_path, database_factory):
+    """A :class:`tests.harness.Network` of our nodes, each on a database of its own."""
+    from tests.harness import Network
+
+    network = Network(tmp_path, database_factory)
+    yield network
+    await network.stop()

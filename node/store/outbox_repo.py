@@ -482,10 +482,20 @@ __all__ = [
 ]
 
 
-async def release_leases(conn: AsyncConnection) -> int:
-    """Free every claimed row: for a restart where no other worker can be running."""
+async def release_leases(conn: AsyncConnection, *, of: str | None = None) -> int:
+    """Free the rows leased to worker ``of`` (one gone), or every leased row (a restart
+    where no other worker can be running); returns how many."""
+    o = outbox
+    which = o.c.locked_by.is_not(None) if of is None else o.c.locked_by == of
+    result = await conn.execute(
+        update(o).where(o.c.state == "pending", which).values(locked_by=None, locked_until=None))
+    return result.rowcount
+
+
+async def leaseholders(conn: AsyncConnection, *, now: datetime, excluding: str) -> list[str]:
+    """The workers, but ``excluding``, holding a lease on a pending row now."""
     o = outbox
     result = await conn.execute(
-        update(o).where(o.c.state == "pending", o.c.locked_by.is_not(None))
-        .values(locked_by=None, locked_until=None))
-    return result.rowcount
+        select(o.c.locked_by).distinct()
+        .where(o.c.state == "pending", o.c.locked_until > now, o.c.locked_by != excluding))
+    return list(result.scalars())

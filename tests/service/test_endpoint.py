@@ -14,18 +14,11 @@ from node.protocol import reader
 from node.protocol.codes import ErrorType, MessageStatus
 from node.store import tables as t
 from tests import builders
-from tests.harness import XML, Network
+from tests.harness import XML
 from tests.peer import Peer
 
 SAMPLES = Path(__file__).resolve().parents[3] / "shared" / "iso18626" / "samples"
 PEER = "ISIL:XX-PEER"
-
-
-@pytest.fixture
-async def net(tmp_path, database_factory):
-    network = Network(tmp_path, database_factory)
-    yield network
-    await network.stop()
 
 
 async def counts(lib) -> dict[str, int]:

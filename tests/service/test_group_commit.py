@@ -19,23 +19,16 @@ from sqlalchemy.exc import SQLAlchemyError
 from node import service
 from node.protocol import reader, writer
 from node.protocol.codes import Action, ErrorType, MessageStatus
-from node.supplier.locate import HoldingsItem, HoldingsRecord
 from node.store import holdings_repo, repo
 from node.store import tables as t
 from node.store.db import create_engine, migrate_async
+from node.supplier.locate import HoldingsItem, HoldingsRecord
 from tests import builders
-from tests.harness import Network, free_port
+from tests.harness import free_port
 from tests.peer import Peer
 from tests.service.test_processes import NodeProcess, send, write_config
 
 PEER = "ISIL:XX-PEER"
-
-
-@pytest.fixture
-async def net(tmp_path, database_factory):
-    network = Network(tmp_path, database_factory)
-    yield network
-    await network.stop()
 
 
 async def started(net) -> tuple:
