@@ -31,8 +31,8 @@ from types import MappingProxyType
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-from node.protocol.codes import ServiceType, Status, Version
 from node import tls
+from node.protocol.codes import ServiceType, Status, Version
 
 __all__ = [
     "AgencySymbol",

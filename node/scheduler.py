@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("node.scheduler")
 
 
-async def _tick(node: "Node") -> None:
+async def _tick(node: Node) -> None:
     task = asyncio.current_task()
     jobs = getattr(node, "_timer_jobs", None)
     if jobs is not None and task is not None:
@@ -38,7 +38,7 @@ async def _tick(node: "Node") -> None:
     node._wake_outbox()
 
 
-async def _sweep_leases(node: "Node") -> None:
+async def _sweep_leases(node: Node) -> None:
     try:
         await node.worker_lock.sweep(node.clock())
     except asyncio.CancelledError:  # the node is stopping
@@ -47,7 +47,7 @@ async def _sweep_leases(node: "Node") -> None:
         log.exception("outbox lease sweep failed")
 
 
-def start_scheduler(node: "Node") -> AsyncIOScheduler:
+def start_scheduler(node: Node) -> AsyncIOScheduler:
     scheduler = AsyncIOScheduler(timezone="UTC")
     scheduler.add_job(
         _tick, "interval", seconds=node.timer_interval_seconds, args=[node],
