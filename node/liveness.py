@@ -13,8 +13,9 @@ others until it holds its lock again, at its next sweep: they may send what it w
 sending, once more (at least once, as when a lease runs out; partners take a
 message received twice as once).
 
-On SQLite one node process owns the file: leases left there are released at its
-start (``Node.start``).
+A node that stops releases what is still leased to its worker, unsent (``Node.stop``);
+on SQLite, where one node process owns the file, leases left by a process killed are
+released at the next start (``Node.start``).
 """
 
 from __future__ import annotations

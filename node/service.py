@@ -243,6 +243,7 @@ class Node:
         if self._outbox_task is not None:
             await asyncio.gather(self._outbox_task, return_exceptions=True)
             self._outbox_task = None
+            await self._hand_over_leases()
         if self.worker_lock is not None:
             await self.worker_lock.release()
             self.worker_lock = None
@@ -255,6 +256,19 @@ class Node:
         if self.engine is not None and self._owns_engine:
             await self.engine.dispose()
             self.engine = None
+
+    async def _hand_over_leases(self) -> None:
+        """Rows still leased to our stopped worker were never sent (leased at insert as
+        it stopped): another worker, or our next start, sends them now, not once the
+        lease runs out."""
+        try:
+            async with self.engine.begin() as conn:
+                released = await outbox_repo.release_leases(conn, of=self.worker_id)
+        except Exception:  # the database away: the leases run out instead
+            log.exception("outbox leases of worker %s not released", self.worker_id)
+            return
+        if released:
+            log.info("outbox: %d unsent message(s) left to the next worker", released)
 
     async def reload(self, config: NodeConfig) -> list[str]:
         """Take a new configuration (SIGHUP or the admin API): partners, closures,

@@ -11,6 +11,7 @@ from sqlalchemy import select, text
 from node.liveness import WorkerLock
 from node.protocol import writer
 from node.store import outbox_repo as repo
+from node.store.db import create_engine
 from node.store.tables import outbox
 from tests import builders
 from tests.peer import Peer
@@ -90,3 +91,21 @@ async def test_a_node_sends_at_once_what_a_worker_gone_had_leased(net, tmp_path)
         await peer.wait_for(1, timeout=10)
     finally:
         await peer.stop()
+
+
+async def test_a_node_that_stops_leaves_what_it_had_not_sent_to_the_next_worker(net):
+    # Leased at insert as the node stopped (its worker gone, the row never taken):
+    # released at the stop, on either database, rather than left for the lease to run out.
+    lib = net.add("alpha")
+    await net.start()
+    async with lib.node.engine.begin() as conn:
+        await repo.enqueue_leased(
+            conn, transaction_id=await new_transaction(conn), peer="ISIL:XX-PEER",
+            url="http://127.0.0.1:9/iso18626", kind="request", body=b"<m/>", now=now(),
+            worker_id=lib.node.worker_id, until=now() + timedelta(hours=1))
+    engine = create_engine(lib.config.node.database_url)
+    try:
+        await net.stop_library(lib)  # the app's cleanup stops the node
+        assert list((await holders(engine)).values()) == [None]
+    finally:
+        await engine.dispose()
