@@ -1,5 +1,6 @@
 """The leases of an outbox worker that is gone are released at once (PostgreSQL:
-node/liveness.py), those of a worker running are kept."""
+node/liveness.py), those of a worker running are kept; a node that stops releases
+its own."""
 
 from __future__ import annotations
 
@@ -25,13 +26,15 @@ def pg_engine(migrated_engine):
     return migrated_engine
 
 
-async def lease(engine, worker: str) -> int:
-    """A row of a request of its own, leased to ``worker`` for an hour."""
+async def lease(engine, worker: str, *, peer: str = "ISIL:YY-1",
+                url: str = "http://127.0.0.1:9/iso18626", body: bytes = b"<m/>") -> int:
+    """A row of a request of its own, leased to ``worker`` for the hour to come (as a
+    process killed while sending leaves it)."""
     async with engine.begin() as conn:
         row = await repo.enqueue_leased(
-            conn, transaction_id=await new_transaction(conn), peer="ISIL:YY-1",
-            url="http://127.0.0.1:9/iso18626", kind="request", body=worker.encode(),
-            now=now(), worker_id=worker, until=now() + timedelta(hours=1))
+            conn, transaction_id=await new_transaction(conn), peer=peer, url=url,
+            kind="request", body=body, now=now(), worker_id=worker,
+            until=now() + timedelta(hours=1))
     return row.id
 
 
@@ -53,10 +56,12 @@ async def test_a_gone_workers_leases_are_released_a_running_ones_kept(pg_engine)
 
         # A worker whose connection broke looks gone (its rows may go twice, as when a
         # lease runs out), until it holds its lock again.
-        async with pg_engine.connect() as conn:
+        async with pg_engine.connect() as conn:  # (waiting up to 5 s for it to end)
             await conn.execute(text(
-                "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' "
-                "AND classid = 18627 AND objid::int = hashtext('node0-running')"))
+                "SELECT pg_terminate_backend(l.pid, 5000) FROM pg_locks l JOIN pg_database d "
+                "ON d.oid = l.database WHERE d.datname = current_database() "
+                "AND l.locktype = 'advisory' AND l.classid = 18627 "
+                "AND l.objid::int = hashtext('node0-running')"))
         assert await me.sweep(now()) == 1
         await running.hold()  # its sweep's first step
         again = await lease(pg_engine, "node0-running")
@@ -80,14 +85,10 @@ async def test_a_node_sends_at_once_what_a_worker_gone_had_leased(net, tmp_path)
         await net.start()
         if lib.node.engine.dialect.name != "postgresql":
             pytest.skip("on SQLite one node process owns the file: leases go at its start")
-        # As a process killed while sending leaves it: leased for the hour to come.
         body = writer.serialise(builders.request("ISIL:XX-ALPHA", "ISIL:XX-PEER", "R-gone",
                                                  title="A book"))
-        async with lib.node.engine.begin() as conn:
-            await repo.enqueue_leased(
-                conn, transaction_id=await new_transaction(conn), peer="ISIL:XX-PEER",
-                url=peer.endpoint, kind="request", body=body, now=now(),
-                worker_id="node7-gone", until=now() + timedelta(hours=1))
+        await lease(lib.node.engine, "node7-gone", peer="ISIL:XX-PEER", url=peer.endpoint,
+                    body=body)
         await peer.wait_for(1, timeout=10)
     finally:
         await peer.stop()
@@ -98,11 +99,7 @@ async def test_a_node_that_stops_leaves_what_it_had_not_sent_to_the_next_worker(
     # released at the stop, on either database, rather than left for the lease to run out.
     lib = net.add("alpha")
     await net.start()
-    async with lib.node.engine.begin() as conn:
-        await repo.enqueue_leased(
-            conn, transaction_id=await new_transaction(conn), peer="ISIL:XX-PEER",
-            url="http://127.0.0.1:9/iso18626", kind="request", body=b"<m/>", now=now(),
-            worker_id=lib.node.worker_id, until=now() + timedelta(hours=1))
+    await lease(lib.node.engine, lib.node.worker_id)
     engine = create_engine(lib.config.node.database_url)
     try:
         await net.stop_library(lib)  # the app's cleanup stops the node
