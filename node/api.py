@@ -267,11 +267,9 @@ async def reload_config(request: web.Request) -> web.Response:
         return _error(409, "this node was not started from a configuration file")
     try:
         config = load(path)
-    except ConfigError as exc:
+    except ConfigError as exc:  # a file that cannot be read too
         return _error(409, f"{path} has problems: nothing reloaded",
                       problems=[str(p) for p in exc.problems])
-    except OSError as exc:
-        return _error(409, f"{path}: cannot read: {exc.strerror}: nothing reloaded")
     notes = await node.reload(config)
     if (member := request.app.get(MEMBER)) is not None:
         member.reload_others()  # the node's other processes, through their parent

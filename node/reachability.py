@@ -49,9 +49,8 @@ async def check(node, symbol: str) -> dict[str, Any]:
     if partner is None:
         raise NotFound(f"no partner {symbol} in the configuration")
     extra: dict[str, Any] = {}
-    if partner.url.lower().startswith("https:"):
-        if node.client_tls is not None:
-            extra["ssl"] = node.client_tls
+    if partner.url.lower().startswith("https:") and node.client_tls is not None:
+        extra["ssl"] = node.client_tls
     started = time.monotonic()
     http_status, error = None, None
     try:

@@ -74,7 +74,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return supervise(args.config, config)
     from sqlalchemy.exc import DBAPIError
 
-    from . import limits, tls
+    from . import limits
     from .http import MEMBER, NODE, create_app
     from .service import Node
     from .store.db import NotMigrated, safe_url
@@ -86,7 +86,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
         member = Member(args.member)
     worker_id = f"node{member.index}-{secrets.token_hex(4)}" if member is not None else None
     node = Node(config, worker_id=worker_id)
-    node.server_tls = tls.ServerTLS.of(config.node)
     app = create_app(config, node=node)
     app[MEMBER] = member
 

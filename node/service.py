@@ -161,7 +161,7 @@ class Node:
         self.clock = clock
         self.worker_id = worker_id or f"node-{secrets.token_hex(4)}"
         self.client_tls = tls.client_context(config.node)  # for HTTPS partners
-        self.server_tls: tls.ServerTLS | None = None  # set by the edge that serves HTTPS
+        self.server_tls = tls.ServerTLS.of(config.node)  # the listener's, when HTTPS
         self.worker_lock: WorkerLock | None = None  # PostgreSQL: see node/liveness.py
         self.session: aiohttp.ClientSession | None = None
         self.outbox: OutboxWorker | None = None
@@ -280,12 +280,12 @@ class Node:
         except (OSError, tls.Encrypted) as exc:  # a file changed since it was checked
             notes.append(f"client certificate not reloaded: {exc}")
         if self.server_tls is not None:
-            notes.append(self.server_tls.reload(config.node))
+            if note := self.server_tls.reload(config.node):
+                notes.append(note)
         elif config.node.tls_cert is not None:
             notes.append("tls_cert and tls_key added: HTTPS is served once the node is restarted")
         async with self.engine.begin() as conn:
             await repo.seed_closures(conn, config, now=self.clock(), previous=previous)
-        notes = [note for note in notes if note]
         for note in notes:
             log.warning("reload: %s", note)
         log.info("configuration reloaded from %s", config.source_path)

@@ -20,7 +20,6 @@ import aiohttp
 from aiohttp import web
 
 from node.config import NodeConfig, load
-from node.tls import ServerTLS
 from node.http import create_app
 from node.limits import guard_server
 from node.service import Node
@@ -205,13 +204,13 @@ class Network:
         lib.config = load(path)
         await db.migrate_async(lib.config.node.database_url)
         lib.node = Node(lib.config, clock=self.clock, timer_interval_seconds=0.1)
-        lib.node.server_tls = ServerTLS.of(lib.config.node)
         app = create_app(lib.config, node=lib.node)
         lib.runner = web.AppRunner(app, access_log=None)
         await lib.runner.setup()
         guard_server(lib.runner.server, lambda: lib.node.config.limits)
+        server_tls = lib.node.server_tls
         await web.TCPSite(lib.runner, "127.0.0.1", lib.port,
-                          ssl_context=lib.node.server_tls.context if lib.node.server_tls else None).start()
+                          ssl_context=server_tls.context if server_tls else None).start()
         lib.http = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(ssl=lib.client_ssl) if lib.client_ssl else None)
 

@@ -1,5 +1,6 @@
 """Certificates and keys: checked with their line when the configuration is read, and
-taken again on a reload, so a renewed certificate needs no restart."""
+taken again on a reload, so a renewed certificate needs no restart. The admin API's
+reload of a file it cannot use says why, and reloads nothing."""
 
 from __future__ import annotations
 
@@ -136,3 +137,21 @@ async def test_a_renewed_client_certificate_is_presented_after_a_reload(net, tmp
     code, view = await borrower.api("POST", "/api/borrowing/requests", json=BOOK)
     assert code == 201, view
     await borrower.wait_for("borrowing", view["id"], "will_supply")
+
+
+async def test_a_reload_says_what_needs_a_restart_and_what_it_could_not_read(net, tmp_path):
+    pki = PKI(tmp_path / "pki")
+    cert = pki.issue("one", server=True)
+    lib = net.add("alpha")
+    await net.start()
+    lib.sections = f'tls_cert = "{cert.cert}"\ntls_key = "{cert.key}"\n'
+    config = lib.directory / "config.toml"
+    config.write_text(net.config_text(lib))
+    assert await lib.api("POST", "/api/admin/reload") == (200, {
+        "reloaded": str(config),
+        "notes": ["tls_cert and tls_key added: HTTPS is served once the node is restarted"]})
+
+    config.rename(config.with_suffix(".gone"))
+    assert await lib.api("POST", "/api/admin/reload") == (409, {
+        "error": f"{config} has problems: nothing reloaded",
+        "problems": [f"{config}: cannot read file: No such file or directory"]})
