@@ -28,7 +28,7 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Collection, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -82,6 +82,9 @@ class _Outcome:
     status: int | None  # HTTP status, None when no answer
     body: bytes
     error: str | None  # None: delivered (2xx with a body)
+    # Whether the peer may have the message even so: not when the connection was never
+    # made, or the peer said 4xx; yes after a timeout, a connection broken midway, a 5xx.
+    reached: bool = True
 
 
 @dataclass(frozen=True)
@@ -89,6 +92,10 @@ class _Sent:
     row: OutboxRow
     outcome: _Outcome
     ms: float  # how long the POST took
+
+
+def _error_text(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"[:_MAX_STORED_ERROR]
 
 
 def _results(done: set[asyncio.Task[_Sent]]) -> list[_Sent]:
@@ -172,6 +179,9 @@ class OutboxWorker:
         # (secrets are never stored in the outbox): extra headers, TLS context.
         self.headers_for = headers_for
         self.ssl_for = ssl_for
+        # A connection not made in time is a send that cannot have reached the peer.
+        self._timeout = aiohttp.ClientTimeout(total=timeout_seconds,
+                                              sock_connect=min(10.0, timeout_seconds))
         # A send lasts at most one timeout; the slack covers recording its result.
         self.lease_seconds = lease_seconds if lease_seconds is not None else timeout_seconds * 2 + 30
         self._wake = asyncio.Event()
@@ -353,27 +363,31 @@ class OutboxWorker:
                 if context is not None:
                     extra["ssl"] = context
         except Exception as exc:  # a broken key or certificate: retried, and visible
-            return _Outcome(None, b"", f"credentials for {row.peer}: {type(exc).__name__}")
+            return _Outcome(None, b"", f"credentials for {row.peer}: {type(exc).__name__}",
+                            reached=False)
         try:
             async with self.session.post(
                 row.url,
                 data=row.body,
                 headers=headers,
                 **extra,
-                timeout=aiohttp.ClientTimeout(total=self.timeout_seconds),
+                timeout=self._timeout,
                 allow_redirects=False,
             ) as response:
                 body = await response.read()
                 status = response.status
+        except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError,
+                aiohttp.InvalidURL, ConnectionRefusedError, ValueError) as exc:
+            # No connection, so no request: the peer cannot have it.
+            return _Outcome(None, b"", _error_text(exc), reached=False)
         except TimeoutError:
             return _Outcome(None, b"", f"timeout after {self.timeout_seconds:g}s")
-        except aiohttp.ClientError as exc:
-            return _Outcome(None, b"", f"{type(exc).__name__}: {exc}"[:_MAX_STORED_ERROR])
-        except (OSError, ValueError) as exc:  # refused, reset, a bad URL...
-            return _Outcome(None, b"", f"{type(exc).__name__}: {exc}"[:_MAX_STORED_ERROR])
+        except (aiohttp.ClientError, OSError) as exc:  # reset, disconnected midway...
+            return _Outcome(None, b"", _error_text(exc))
         if not 200 <= status < 300:
             snippet = body[:200].decode("utf-8", "replace")
-            return _Outcome(status, body, f"HTTP {status}: {snippet}")
+            # A 5xx may come after the peer stored it; a 4xx is a refusal.
+            return _Outcome(status, body, f"HTTP {status}: {snippet}", reached=status >= 500)
         if not body.strip():
             return _Outcome(status, body, f"HTTP {status} with an empty body (no confirmation)")
         return _Outcome(status, body, None)
@@ -439,8 +453,10 @@ class OutboxWorker:
                 error=outcome.error,
                 http_status=outcome.status,
                 worker_id=self.worker_id,
+                maybe_delivered=outcome.reached,
             ):
                 return "stale"
+            row = replace(row, maybe_delivered=row.maybe_delivered or outcome.reached)
             await self._flag(
                 conn, row, now, "send_failed",
                 {"error": outcome.error, "http_status": outcome.status},
@@ -456,6 +472,7 @@ class OutboxWorker:
             next_attempt_at=now + timedelta(seconds=self.backoff(attempt)),
             http_status=outcome.status,
             worker_id=self.worker_id,
+            maybe_delivered=outcome.reached,
         ):
             return "stale"
         return "retry"

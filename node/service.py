@@ -196,7 +196,7 @@ class Node:
             await repo.seed_closures(conn, self.config, now=self.clock())
             if self.engine.dialect.name == "sqlite":
                 # One node process per SQLite file: claims left by a killed process
-                # are stale, and its unsent messages go out now.
+                # are stale; its messages go out now, as maybe sent already.
                 await outbox_repo.release_leases(conn)
         if self.engine.dialect.name == "postgresql":
             # Held before our worker leases a row; the sweep (here, then with the
@@ -263,7 +263,8 @@ class Node:
         lease runs out."""
         try:
             async with self.engine.begin() as conn:
-                released = await outbox_repo.release_leases(conn, of=self.worker_id)
+                released = await outbox_repo.release_leases(conn, of=self.worker_id,
+                                                              unsent=True)
         except Exception:  # the database away: the leases run out instead
             log.exception("outbox leases of worker %s not released", self.worker_id)
             return
@@ -845,24 +846,27 @@ class Node:
             f"{e.error_type.value}: {e.error_value or ''}".strip() for e in conf.error_data
         ) or "ERROR without errorData"
         if row.transaction_id is not None:
-            await self._delivery_failed(conn, row.transaction_id, row.kind, errors)
+            await self._delivery_failed(conn, row, errors)
         return DeliveryVerdict.rejected(f"{row.peer} answered ERROR: {errors}")
 
-    async def _delivery_failed(self, conn, tx_id: int, kind: str, error: str) -> None:
-        """A partner refused (or never took) a message: tell the borrowing machine."""
+    async def _delivery_failed(self, conn, sent, error: str) -> None:
+        """A partner refused (or never took) the outbox row ``sent``: tell the borrowing
+        machine, and whether an earlier attempt may have reached the partner."""
         now = self.clock()
+        tx_id = sent.transaction_id
         row = await repo.lock_transaction_by_id(conn, tx_id)
         if row is None or row.role != "borrowing":
             return
         state = BORROWING.state_type.from_json(row.state)
         ctx = await self._borrowing_context(conn, now, await repo.closures(conn, self.config))
-        result = BORROWING.machine.delivery_failed(state, kind=kind, error=error, ctx=ctx)
+        result = BORROWING.machine.delivery_failed(state, kind=sent.kind, error=error, ctx=ctx,
+                                                   maybe_delivered=sent.maybe_delivered)
         await self._apply(conn, BORROWING, tx_id, result, actor="system", now=now)
 
     async def _on_send_failed(self, conn, row, error: str) -> None:
         """The outbox gave up on a message (max attempts): the rota moves on."""
         if row.transaction_id is not None:
-            await self._delivery_failed(conn, row.transaction_id, row.kind, error)
+            await self._delivery_failed(conn, row, error)
 
     # -- staff actions ---------------------------------------------------------
 

@@ -1959,16 +1959,28 @@ def next_timer(tx: BorrowingRequest) -> datetime | None:
 
 
 def delivery_failed(tx: BorrowingRequest, *, kind: str, error: str, ctx: BorrowingContext,
-                    request_id: str | None = None) -> Result[BorrowingRequest]:
+                    request_id: str | None = None, maybe_delivered: bool = False
+                    ) -> Result[BorrowingRequest]:
     """A message we queued got an ERROR confirmation or could not be delivered in the end.
 
     ``kind`` is the message kind (``request`` ...).  A failed Request to the
-    current lender ends that attempt and moves on in the rota; anything else
-    is recorded and flags the request for attention.
+    current lender ends that attempt and moves on in the rota, unless an earlier
+    attempt may have reached the lender (``maybe_delivered``): it may hold the request,
+    and answer ERROR to it sent again (CrossLink: the id "already exists"), so the
+    request stays with it until staff decide or its answer time runs out (two lenders
+    must not both ship).  Anything else is recorded and flags the request for attention.
     """
     out = _Out("system", ctx)
     current = request_id is None or request_id == tx.requesting_request_id
-    if kind == Request.KIND and current and tx.state is S.SENT:
+    if kind == Request.KIND and current and tx.state is S.SENT and maybe_delivered:
+        wait = (f"if it does not answer by {tx.answer_by.isoformat(timespec='minutes')}, the "
+                "next lender is asked" if tx.answer_by is not None
+                else "no answer time is set: move on by hand if it does not answer")
+        text = (f"Request to {tx.partner} failed: {error}. An earlier attempt may have "
+                f"reached {tx.partner}, which may hold the request: check with it; {wait}.")
+        out.log("delivery_uncertain", text, error=error)
+        new = _message(tx, ctx, "problem", text)
+    elif kind == Request.KIND and current and tx.state is S.SENT:
         out.log("delivery_failed", f"Request to {tx.partner} failed: {error}", error=error)
         new = _close_entry(tx, ctx, EntryState.UNFILLED, f"request not accepted: {error}")
         new = _advance(new, ctx, out)

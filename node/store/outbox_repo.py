@@ -57,6 +57,7 @@ class OutboxRow:
     body: bytes
     state: str
     attempts: int
+    maybe_delivered: bool  # an attempt's outcome unknown: the peer may have it
     next_attempt_at: datetime
     last_error: str | None
     last_http_status: int | None
@@ -158,10 +159,13 @@ def _claim_statement(dialect: str, excluding: bool):
         where = outbox.c.id == picked.c.id
     else:
         where = outbox.c.id.in_(candidates.scalar_subquery())
+    # A lease that ran out: whoever held it may have sent the row, and never said.
     return (update(outbox)
             .where(where)
             .values(locked_by=bindparam("worker_id", type_=outbox.c.locked_by.type),
-                    locked_until=bindparam("until", type_=outbox.c.locked_until.type))
+                    locked_until=bindparam("until", type_=outbox.c.locked_until.type),
+                    maybe_delivered=or_(outbox.c.maybe_delivered,
+                                        outbox.c.locked_by.is_not(None)))
             .returning(*outbox.columns))
 
 
@@ -322,8 +326,10 @@ async def mark_retry(
     next_attempt_at: datetime,
     http_status: int | None = None,
     worker_id: str | None = None,
+    maybe_delivered: bool = False,
 ) -> bool:
-    """This attempt failed; try again at ``next_attempt_at``."""
+    """This attempt failed; try again at ``next_attempt_at``.  ``maybe_delivered``: the
+    peer may have the message all the same (a timeout, a broken connection)."""
     return await _update(
         conn,
         _held(id, worker_id),
@@ -334,6 +340,7 @@ async def mark_retry(
         next_attempt_at=next_attempt_at,
         locked_by=None,
         locked_until=None,
+        **_maybe_delivered(maybe_delivered),
     )
 
 
@@ -346,6 +353,7 @@ async def mark_failed(
     http_status: int | None = None,
     confirmation: bytes | None = None,
     worker_id: str | None = None,
+    maybe_delivered: bool = False,
 ) -> bool:
     """Give up on the row (out of attempts, or the peer answered with an ERROR)."""
     values = {
@@ -356,10 +364,16 @@ async def mark_failed(
         "last_http_status": http_status,
         "locked_by": None,
         "locked_until": None,
+        **_maybe_delivered(maybe_delivered),
     }
     if confirmation is not None:
         values["confirmation"] = bytes(confirmation)
     return await _update(conn, _held(id, worker_id), **values)
+
+
+def _maybe_delivered(maybe: bool) -> dict:
+    # Only ever set: once a peer may have a message, every later attempt is a resend.
+    return {"maybe_delivered": True} if maybe else {}
 
 
 async def retry_now(conn: AsyncConnection, id: int, now: datetime) -> bool:
@@ -431,6 +445,7 @@ async def list_rows(
                 "kind": row.kind,
                 "state": row.state,
                 "attempts": row.attempts,
+                "maybe_delivered": row.maybe_delivered,
                 "next_attempt_at": _iso(row.next_attempt_at),
                 "last_error": row.last_error,
                 "last_http_status": row.last_http_status,
@@ -482,13 +497,16 @@ __all__ = [
 ]
 
 
-async def release_leases(conn: AsyncConnection, *, of: str | None = None) -> int:
+async def release_leases(conn: AsyncConnection, *, of: str | None = None,
+                         unsent: bool = False) -> int:
     """Free the rows leased to worker ``of`` (one gone), or every leased row (a restart
-    where no other worker can be running); returns how many."""
+    where no other worker can be running); returns how many.  They may have been sent
+    (``maybe_delivered``) unless ``unsent``: a worker handing over rows it never began."""
     o = outbox
     which = o.c.locked_by.is_not(None) if of is None else o.c.locked_by == of
     result = await conn.execute(
-        update(o).where(o.c.state == "pending", which).values(locked_by=None, locked_until=None))
+        update(o).where(o.c.state == "pending", which).values(
+            locked_by=None, locked_until=None, **_maybe_delivered(not unsent)))
     return result.rowcount
 
 

@@ -266,6 +266,9 @@ outbox = Table(
     Column("body", LargeBinary(), nullable=False),
     Column("state", String(16), nullable=False, server_default=text("'pending'")),
     Column("attempts", Integer(), nullable=False, server_default=text("0")),
+    # An attempt's outcome is unknown (a timeout, a broken connection, a worker gone):
+    # the peer may hold the message, and answer ERROR when it comes again (0008).
+    Column("maybe_delivered", Boolean(), nullable=False, server_default=false()),
     Column("next_attempt_at", UTCDateTime(), nullable=False),
     Column("last_error", Text),
     Column("last_http_status", Integer()),

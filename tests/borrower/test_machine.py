@@ -593,6 +593,27 @@ def test_delivery_failure_of_a_request_moves_on():
     assert g.state.state is S.SENT and g.state.needs_attention and not g.send
 
 
+def test_an_error_to_a_request_that_may_have_reached_the_lender_does_not_move_on():
+    """CrossLink answers ERROR to a request id it already holds: after an attempt whose
+    outcome is unknown (a timeout...), that ERROR may mean the lender has the request,
+    so asking the next lender could make two of them ship."""
+    r = new(A, B)
+    error = "UnrecognisedDataValue: RequestingAgencyRequestId already exists"
+    f = delivery_failed(r.state, kind="request", error=error, ctx=ctx(), maybe_delivered=True)
+    assert not f.send
+    assert f.state.state is S.SENT and f.state.partner == A
+    assert f.state.answer_by == r.state.answer_by  # its answer time still runs
+    assert f.state.rota[0].state is EntryState.ACTIVE and f.state.needs_attention
+    [entry] = [h for h in f.history if h.event == "delivery_uncertain"]
+    assert "already exists" in entry.summary and "may hold the request" in entry.summary
+    assert "next lender is asked" in entry.summary
+    # Its answer time runs out: the request is cancelled there, and the next lender asked.
+    g = tick(f.state, ctx=ctx(T0 + timedelta(days=30)))
+    cancel, request = g.send
+    assert cancel.action is Action.CANCEL and str(cancel.header.supplying_agency_id) == A
+    assert str(request.header.supplying_agency_id) == B
+
+
 def test_staff_action_json_errors_are_clear():
     with pytest.raises(StaffActionInvalid, match="unknown action 'fly'"):
         StaffAction.from_json({"action": "fly"})

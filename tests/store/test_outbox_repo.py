@@ -136,10 +136,12 @@ async def test_not_due_is_not_claimed(migrated_engine):
 async def test_lease_expiry(migrated_engine):
     async with migrated_engine.begin() as conn:
         oid = await enqueue(conn, None, 1)
-    assert [r.id for r in await claim(migrated_engine, worker="w1", lease=10)] == [oid]
+    [first] = await claim(migrated_engine, worker="w1", lease=10)
+    assert first.id == oid and not first.maybe_delivered
     assert await claim(migrated_engine, worker="w2", now=T0 + timedelta(seconds=9)) == []
     rows = await claim(migrated_engine, worker="w2", now=T0 + timedelta(seconds=10))
     assert [r.locked_by for r in rows] == ["w2"]
+    assert rows[0].maybe_delivered  # w1 may have sent it, and never said
 
     async with migrated_engine.begin() as conn:
         # w1 lost its lease: its late result is not written.
@@ -152,6 +154,21 @@ async def test_lease_expiry(migrated_engine):
         assert not await repo.mark_retry(conn, oid, now=T0, error="x", next_attempt_at=T0)
         assert not await repo.mark_failed(conn, oid, now=T0, error="x")
         assert (await repo.get(conn, oid)).state == "sent"
+
+
+async def test_released_leases_may_have_been_sent_unless_never_begun(migrated_engine):
+    """A worker gone, or a process killed, may have sent the rows it held; a node that
+    stops hands over only rows it never began to send."""
+    async with migrated_engine.begin() as conn:
+        gone, handed_over = await enqueue(conn, None, 1), await enqueue(conn, None, 2)
+    await claim(migrated_engine, worker="gone", limit=1)
+    await claim(migrated_engine, worker="stopping", limit=1)
+    async with migrated_engine.begin() as conn:
+        assert await repo.release_leases(conn, of="gone") == 1
+        assert await repo.release_leases(conn, of="stopping", unsent=True) == 1
+        assert await repo.release_leases(conn) == 0
+    rows = {r.id: r for r in await claim(migrated_engine, worker="w3")}
+    assert rows[gone].maybe_delivered and not rows[handed_over].maybe_delivered
 
 
 async def test_retry_now(migrated_engine):

@@ -138,6 +138,7 @@ async def test_peer_down_then_up_delivered_exactly_once(migrated_engine, http_se
         r = await wait_for(lambda: _attempts_at_least(migrated_engine, oid, 3))
         assert r.state == "pending" and r.last_error and r.last_http_status is None
         assert r.sent_at is None
+        assert not r.maybe_delivered  # refused: no request went out
         peer = await peers(port)
         r = await wait_for(lambda: _state_is(migrated_engine, oid, "sent"))
         await asyncio.sleep(0.3)  # several more polls: no second delivery
@@ -170,16 +171,20 @@ async def test_backoff_grows_and_is_capped(migrated_engine, http_session):
             assert base <= worker.backoff(attempts) <= base * 1.1
 
 
-async def test_non_2xx_is_retried(migrated_engine, http_session, peers, unused_port):
-    peer = await peers(unused_port(),
-                       respond=lambda n, body: (503, b"busy") if n <= 2 else (200, CONFIRMATION))
+@pytest.mark.parametrize("refusal, maybe_delivered", [(503, True), (429, False)])
+async def test_non_2xx_is_retried(migrated_engine, http_session, peers, unused_port,
+                                  refusal, maybe_delivered):
+    peer = await peers(unused_port(), respond=lambda n, body: (refusal, b"busy") if n <= 2
+                       else (200, CONFIRMATION))
     [oid] = await queue(migrated_engine, peer.url, [b"<m/>"])
     async with running(make_worker(migrated_engine, http_session)):
         await wait_for(lambda: _state_is(migrated_engine, oid, "sent"))
     assert len(peer.received) == 3
     r = await row(migrated_engine, oid)
     assert r.attempts == 3 and r.last_http_status == 200
-    assert r.last_error.startswith("HTTP 503")  # kept from the last failure
+    assert r.last_error.startswith(f"HTTP {refusal}")  # kept from the last failure
+    # A 5xx may come from a peer that stored the message first; a 4xx is a refusal.
+    assert r.maybe_delivered is maybe_delivered
 
 
 async def test_2xx_without_body_is_not_delivered(migrated_engine, http_session, peers,
@@ -324,11 +329,20 @@ async def test_run_once_returns_number_processed(migrated_engine, http_session, 
 async def test_timeout_is_retried(migrated_engine, http_session, peers, unused_port):
     peer = await peers(unused_port(), delay=0.5)
     [oid] = await queue(migrated_engine, peer.url, [b"<m/>"])
-    worker = make_worker(migrated_engine, http_session, timeout_seconds=0.1, max_attempts=2)
+    given_up = []
+
+    async def on_failed(conn, r, error):
+        given_up.append(r)
+
+    worker = make_worker(migrated_engine, http_session, timeout_seconds=0.1, max_attempts=2,
+                         on_failed=on_failed)
     async with running(worker):
         await wait_for(lambda: _state_is(migrated_engine, oid, "failed"))
     r = await row(migrated_engine, oid)
     assert "timeout" in r.last_error and r.attempts == 2
+    assert r.maybe_delivered  # the peer got it, and answered too late
+    # The borrowing side is told so when the outbox gives up (it does not ask another lender).
+    assert [(g.id, g.maybe_delivered) for g in given_up] == [(oid, True)]
 
 
 async def test_lost_lease_writes_nothing(migrated_engine, http_session, peers, unused_port):
@@ -349,6 +363,7 @@ async def test_lost_lease_writes_nothing(migrated_engine, http_session, peers, u
         stolen = await repo.claim_due(conn, worker_id="thief", now=now(), lease_seconds=60,
                                       limit=5)
     assert [r.id for r in stolen] == [oid]
+    assert stolen[0].maybe_delivered  # whoever held the lease may have sent it
     assert await sending == 1
     r = await row(migrated_engine, oid)
     assert r.state == "pending" and r.locked_by == "thief" and r.attempts == 0

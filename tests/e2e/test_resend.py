@@ -1,0 +1,118 @@
+"""A request sent again after an attempt whose outcome is unknown (NOTES §6, CrossLink).
+
+The first lender is the mock peer, which, like CrossLink, answers ERROR to a
+requestingAgencyRequestId it already holds. Its confirmation of our request comes
+too late (our outbox gives up waiting after 1 s), so the outbox sends the request
+again, and gets that ERROR. The lender has the request, and will lend: asking the
+next lender too could make both ship. Our node stays with the first lender, says
+why, and follows the loan when the lender's answers come.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from node.mockpeer.server import RunningMock
+from tests.harness import Network, free_port
+
+MOCK = "ISIL:XX-MOCK"
+OUTBOX = """
+[outbox]
+timeout_seconds = 1
+max_attempts = 5
+initial_backoff_seconds = 0.05
+max_backoff_seconds = 0.5
+poll_seconds = 0.05
+"""
+
+
+class LateFirstAnswer:
+    """In front of the mock: passes every message on, and holds the answer to the
+    first one longer than our outbox waits (a slow network, or a busy peer)."""
+
+    def __init__(self, target: str, hold: float):
+        self.target, self.hold = target, hold
+        self.port = free_port()
+        self.forwarded = 0
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}/iso18626"
+
+    async def handle(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        self.forwarded += 1
+        first = self.forwarded == 1
+        async with aiohttp.ClientSession() as http, http.post(
+                self.target, data=body, headers={"Content-Type": request.content_type}) as resp:
+            answer, status = await resp.read(), resp.status
+        if first:
+            await asyncio.sleep(self.hold)
+        return web.Response(status=status, body=answer, content_type="application/xml")
+
+    async def __aenter__(self):
+        app = web.Application()
+        app.router.add_post("/iso18626", self.handle)
+        self.runner = web.AppRunner(app)
+        await self.runner.setup()
+        await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
+        return self
+
+    async def __aexit__(self, *exc):
+        await self.runner.cleanup()
+
+
+@pytest.fixture
+async def network(tmp_path, database_factory):
+    net = Network(tmp_path, database_factory)
+    yield net
+    await net.stop()
+
+
+async def test_an_error_to_a_request_sent_again_does_not_ask_the_next_lender(network):
+    # The mock's answers come 3 s after our request: after the ERROR to the resend.
+    mock = RunningMock(port=free_port(), delay=3.0)
+    alpha = network.add("alpha", sections=OUTBOX, rota=[MOCK, "beta"])
+    beta = network.add("beta")
+    mock._peer_url = alpha.endpoint
+    async with mock, LateFirstAnswer(mock.endpoint, hold=1.5) as proxy:
+        network.add_peer(MOCK, proxy.endpoint)
+        await network.start()
+        status, created = await alpha.api("POST", "/api/borrowing/requests", json={
+            "title": "Moby Dick", "patron_id": "P1", "pickup_location": "MAIN",
+            "note": "MOCK:XX-MOCK:WILLSUPPLY_LOANED",
+        })
+        assert status == 201, created
+        public_id = created["id"]
+
+        view = await _wait_for_event(alpha, public_id, "delivery_uncertain")
+        assert view["status"] == "sent" and view["partner"] == MOCK
+        assert view["needs_attention"]
+        [uncertain] = [h for h in view["history"] if h["event"] == "delivery_uncertain"]
+        assert "already exists" in uncertain["summary"]
+        assert "may hold the request" in uncertain["summary"]
+        assert proxy.forwarded == 2  # the request, then the same request again
+
+        # The lender had it, and lends: the loan goes on with it alone.
+        view = await alpha.wait_for("borrowing", public_id, "shipped", timeout=15)
+        assert view["partner"] == MOCK
+        events = [h["event"] for h in view["history"]]
+        assert "delivery_failed" not in events
+        code, found = await beta.api("GET", "/api/lending/requests")
+        assert code == 200 and found["requests"] == []
+
+
+async def _wait_for_event(lib, public_id: str, event: str, timeout: float = 10.0) -> dict:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        view = await lib.request("borrowing", public_id)
+        if any(h["event"] == event for h in view["history"]):
+            return view
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("\n".join(f"{h['event']}: {h.get('summary')}"
+                                           for h in view["history"]))
+        await asyncio.sleep(0.05)
