@@ -36,7 +36,7 @@ import aiohttp
 from sqlalchemy import insert, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from node.store import outbox_repo
+from node.store import db, outbox_repo
 from node.store.outbox_repo import OutboxRow
 from node.store.tables import history, transactions
 
@@ -288,6 +288,7 @@ class OutboxWorker:
         """
         engine = self.engine if finished else self._claim_engine
         settled: dict[int, Exception | None] = {}
+        tries = 0
         while True:
             results: list[str] = []
             try:
@@ -310,7 +311,14 @@ class OutboxWorker:
                 settled[redo.row_id] = redo.cause
             except asyncio.CancelledError:
                 raise
-            except Exception:
+            except Exception as exc:
+                if tries < len(db.RETRY_DELAYS) and db.transient(exc):
+                    # Undone, or its connection dropped: recorded again, not sent again.
+                    log.warning("outbox worker %s: recording failed, trying again: %s",
+                                self.worker_id, str(exc).splitlines()[0])
+                    await asyncio.sleep(db.RETRY_DELAYS[tries])
+                    tries += 1
+                    continue
                 if not finished:
                     log.exception("outbox claim failed (worker %s)", self.worker_id)
                 for sent in finished:

@@ -407,12 +407,14 @@ class Node:
                 inbound.done.cancel()
 
     async def _store_batch(self, batch: list[_Inbound], *, together: bool = True,
-                           again: bool = True) -> None:
+                           again: bool = True, tries: int = 0) -> None:
         """Store a batch in arrival order, commit once, then answer each message.
         Nothing is confirmed before the COMMIT that stores it.  ``together``: its new
         requests may be stored together (:meth:`_store_new_requests`).  ``again``: if
         another process stored one of its messages meanwhile (PostgreSQL), the batch is
-        stored once more, and that message gets the answer stored with it."""
+        stored once more, and that message gets the answer stored with it.  A batch the
+        database undid, or whose connection it dropped (:func:`db.transient`), is
+        stored again, ``tries`` counting, rather than every partner in it told 503."""
         outcomes: list[bytes | Exception] = []
         try:
             async with self.engine.begin() as conn:
@@ -442,8 +444,14 @@ class Node:
                 await _write(conn, rows)
         except _TogetherFailed:
             log.exception("storing %d new requests together failed: one by one now", len(batch))
-            return await self._store_batch(batch, together=False, again=again)
+            return await self._store_batch(batch, together=False, again=again, tries=tries)
         except Exception as exc:  # nothing of the batch is stored (e.g. the COMMIT failed)
+            if tries < len(db.RETRY_DELAYS) and db.transient(exc):
+                log.warning("storing a batch of %d messages failed, trying again: %s",
+                            len(batch), str(exc).splitlines()[0])
+                await asyncio.sleep(db.RETRY_DELAYS[tries])
+                return await self._store_batch(batch, together=together, again=again,
+                                               tries=tries + 1)
             # A digest of the batch stored meanwhile by another process (PostgreSQL):
             # its unique index refused the batch's write, or, alone, its machine the
             # message (a request id taken...).
@@ -451,7 +459,8 @@ class Node:
                     self._shared_store) and await self._stored_elsewhere(batch):
                 log.info("a message of a batch of %d was stored meanwhile by another process:"
                          " storing the batch again", len(batch))
-                return await self._store_batch(batch, together=together, again=False)
+                return await self._store_batch(batch, together=together, again=False,
+                                               tries=tries)
             outcomes = [exc] * len(batch)
         else:
             self._send(rows)

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import event
 from sqlalchemy.engine import URL, Connection, make_url
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import AsyncAdaptedQueuePool, StaticPool
 
@@ -105,8 +106,9 @@ def create_engine(url: str | URL, **kwargs: Any) -> AsyncEngine:
         _setup_sqlite(engine)
         return engine
     # No pre-ping: on asyncpg it is three round trips on every checkout. A connection
-    # the server dropped fails one transaction (a 503 or an outbox retry, both sent
-    # again) and SQLAlchemy then replaces the whole pool; old connections are recycled.
+    # the server dropped fails one transaction, which SQLAlchemy follows by replacing
+    # the whole pool, and the writers run it again (transient, below); old
+    # connections are recycled.
     kwargs.setdefault("pool_recycle", 1800)
     return create_async_engine(parsed, **kwargs)
 
@@ -145,6 +147,27 @@ def create_read_engine(engine: AsyncEngine) -> AsyncEngine:
     def _on_begin(conn):  # pragma: no cover - trivial
         conn.exec_driver_sql("BEGIN")  # one snapshot for the count and the page
     return reader
+
+
+# Seconds to wait before each new try of a transaction that failed :func:`transient`ly:
+# a deadlock's at once, a restarting server's a little later.
+RETRY_DELAYS = (0.0, 0.1, 0.5)
+# PostgreSQL undid the transaction, and running it again may well succeed:
+# serialization_failure and deadlock_detected.
+_RETRYABLE_SQLSTATES = frozenset({"40001", "40P01"})
+
+
+def transient(exc: BaseException) -> bool:
+    """Whether a transaction that failed with ``exc`` may succeed if run again at once:
+    the server undid it (a deadlock, a serialization failure), or dropped its
+    connection, which the pool has replaced (a restart, a proxy's idle cut).  The
+    caller runs the whole transaction again; whatever it writes must be keyed (the
+    messages' digests) so that a COMMIT that did reach the server is not doubled."""
+    if not isinstance(exc, DBAPIError):
+        return False
+    if exc.connection_invalidated:
+        return True
+    return getattr(exc.orig, "sqlstate", None) in _RETRYABLE_SQLSTATES
 
 
 def _in_memory(url: URL) -> bool:

@@ -642,3 +642,98 @@ async def test_a_message_another_process_stored_meanwhile_gets_its_answer_and_th
     received = await rows(lib, t.messages, t.messages.c.direction == "in")
     assert len(received) == len(batch) + case.startswith("notification")
     await peer.stop()
+
+
+# Undoes the first INSERT INTO messages as PostgreSQL undoes a deadlock's victim (a
+# sequence, not a table, counts: its values survive the rollback).
+_DEADLOCK_ONCE = [
+    "CREATE SEQUENCE deadlocks",
+    "CREATE FUNCTION deadlock_once() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+    "IF nextval('deadlocks') = 1 THEN "
+    "RAISE EXCEPTION 'deadlock detected (a test''s)' USING ERRCODE = '40P01'; END IF; "
+    "RETURN NULL; END $$",
+    "CREATE TRIGGER deadlock_once BEFORE INSERT ON messages FOR EACH STATEMENT "
+    "EXECUTE FUNCTION deadlock_once()",
+]
+
+
+async def postgresql_only(net):
+    lib, peer = await started(net)
+    if lib.node.engine.dialect.name != "postgresql":
+        await peer.stop()
+        pytest.skip("PostgreSQL's: SQLite's one writer neither deadlocks nor loses its file")
+    return lib, peer
+
+
+async def test_a_batch_the_database_undid_is_stored_again(net, caplog):
+    """A deadlock (or a serialization failure) undoes the batch's transaction: it is
+    stored again at once, and its partners get OK, not 503."""
+    lib, peer = await postgresql_only(net)
+    await install(lib, {"postgresql": _DEADLOCK_ONCE})
+    bodies = [writer.serialise(builders.request(PEER, lib.symbol, f"undone-{i}"))
+              for i in range(3)]
+    answers = await asyncio.gather(*(lib.node.receive(b) for b in bodies))
+    assert all(status_of(a)[0] is MessageStatus.OK for a in answers)
+    assert len(await rows(lib, t.transactions)) == 3
+    assert len(await rows(lib, t.messages, t.messages.c.direction == "in")) == 3
+    async with lib.node.engine.connect() as conn:  # undone once, then stored
+        assert await conn.scalar(text("SELECT last_value FROM deadlocks")) == 2
+    assert "storing a batch of 3 messages failed, trying again" in caplog.text
+    await peer.wait_for(3)
+    await peer.stop()
+
+
+async def test_a_batch_whose_connections_the_server_dropped_is_stored_again(net, caplog):
+    """The server ends the node's connections (a restart, a proxy's idle cut): the next
+    batch meets a dead pooled connection, which SQLAlchemy replaces, and is stored on
+    the new one.  (A node of its own on the database, never started, so that no timer
+    or outbox meets the dead connections first.)"""
+    lib, peer = await postgresql_only(net)
+    node = service.Node(lib.config, engine=create_engine(lib.db_url), clock=net.clock)
+    try:
+        first = await node.receive(writer.serialise(builders.request(PEER, lib.symbol, "first")))
+        assert status_of(first)[0] is MessageStatus.OK
+        async with lib.node.engine.connect() as conn:
+            ended = await conn.scalar(text(
+                "SELECT count(pg_terminate_backend(pid, 5000)) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"))
+        assert ended >= 1
+        bodies = [writer.serialise(builders.request(PEER, lib.symbol, f"after-{i}"))
+                  for i in range(3)]
+        answers = await asyncio.gather(*(node.receive(b) for b in bodies))
+    finally:
+        await node.engine.dispose()
+    assert all(status_of(a)[0] is MessageStatus.OK for a in answers)
+    assert "storing a batch of 3 messages failed, trying again" in caplog.text
+    assert len(await rows(lib, t.transactions)) == 4
+    await peer.wait_for(4)  # lib's worker sends what the other node queued
+    await peer.stop()
+
+
+async def test_the_outbox_records_again_a_result_the_database_undid(net, caplog):
+    """The transaction recording a delivered answer is undone (a deadlock): it runs
+    again at once, so the answer is marked sent now, and not sent twice when its
+    lease runs out."""
+    lib, peer = await postgresql_only(net)
+    await install(lib, {"postgresql": [
+        "CREATE SEQUENCE deadlocks",
+        "CREATE FUNCTION deadlock_once() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+        "IF nextval('deadlocks') = 1 THEN "
+        "RAISE EXCEPTION 'deadlock detected (a test''s)' USING ERRCODE = '40P01'; END IF; "
+        "RETURN NEW; END $$",
+        "CREATE TRIGGER deadlock_once BEFORE UPDATE ON outbox FOR EACH ROW "
+        "WHEN (NEW.state = 'sent') EXECUTE FUNCTION deadlock_once()",
+    ]})
+    answer = await lib.node.receive(writer.serialise(builders.request(PEER, lib.symbol, "r")))
+    assert status_of(answer)[0] is MessageStatus.OK
+    for _ in range(100):
+        async with lib.node.engine.connect() as conn:
+            states = list(await conn.scalars(select(t.outbox.c.state)))
+        if states == ["sent"]:
+            break
+        await asyncio.sleep(0.05)
+    assert states == ["sent"]
+    assert "recording failed, trying again" in caplog.text
+    await asyncio.sleep(0.3)
+    assert len(peer.received) == 1
+    await peer.stop()
