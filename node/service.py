@@ -649,13 +649,13 @@ class Node:
             await self._apply(conn, LENDING, tx_id, result, actor=actor, now=now, inserted=True,
                               received=received, rows=rows)
             return None
-        # The unique (agency, request id) says the id is taken: only a Retry after
-        # RetryPossible may reuse it, and the machine decides if it may.
+        # The unique (agency, request id) says the id is taken: the machine decides
+        # whether this is the same request again, a Retry that may reuse it, or neither.
         existing = await repo.lock_transaction(
             conn, role="lending", requesting_agency_id=requester,
             requesting_request_id=header.requesting_agency_request_id,
         )
-        if existing is None or existing.status != smachine.LendingState.RETRY_POSSIBLE.value:
+        if existing is None:  # the row holding it is gone meanwhile
             raise UnrecognisedValue(
                 f"header/requestingAgencyRequestId: {header.requesting_agency_request_id!r} "
                 f"already exists (a different request from {requester} has that id)"

@@ -134,6 +134,7 @@ ON_LOAN = (S.SHIPPED, S.OVERDUE, S.RECALLED)
 
 class LendingInput(enum.Enum):
     RECV_REQUEST = "RECV_REQUEST"
+    RECV_REQUEST_AGAIN = "RECV_REQUEST_AGAIN"  # the Request we hold, resent: receive_request
     RECV_STATUS_REQUEST = "RECV_STATUS_REQUEST"
     RECV_RECEIVED = "RECV_RECEIVED"
     RECV_CANCEL = "RECV_CANCEL"
@@ -1429,6 +1430,16 @@ def _timer_overdue(tx, _data, ctx, target):
                                   due_date=tx.due_date),))
 
 
+def _on_request_again(tx: LendingTransaction, msg: Request, ctx: LendingContext,
+                      target: LendingState | None) -> Result[LendingTransaction]:
+    """Any stored state + the Request it holds, sent again: nothing changes, nothing is
+    sent (our answers go out, or went out, through the outbox)."""
+    return Result(state=tx, history=(_entry(
+        "received_request_again", _peer(tx),
+        f"Request {tx.requesting_request_id} received again from {tx.requesting_agency_id}"
+        " (a resend of the same request): no change."),))
+
+
 # -- the table ------------------------------------------------------------------------
 
 
@@ -1450,6 +1461,7 @@ def _table() -> dict[tuple[LendingState, LendingInput], tuple[Handler, LendingSt
     }
     stored = [s for s in S if s is not S.NEW]
     for s in stored:
+        t[(s, In.RECV_REQUEST_AGAIN)] = (_on_request_again, s)
         t[(s, In.RECV_STATUS_REQUEST)] = (_on_status_request, s)
         t[(s, In.RECV_NOTIFICATION)] = (_on_notification, s)
         t[(s, In.STAFF_MESSAGE)] = (_staff_message, s)
@@ -1495,8 +1507,8 @@ def _illegal(tx: LendingTransaction, input_: LendingInput) -> Exception:
         if input_ is In.RECV_REQUEST:
             return ProtocolError(
                 ErrorType.UNRECOGNISED_DATA_VALUE,
-                f"requestingAgencyRequestId {tx.requesting_request_id} from "
-                f"{tx.requesting_agency_id} is already in use (status {status})",
+                f"requestingAgencyRequestId {tx.requesting_request_id!r} already exists: a "
+                f"different request from {tx.requesting_agency_id} has that id (status {status})",
             )
         if input_ is In.RECV_SHIPPED_RETURN and tx.shipped_at is None:
             return ProtocolError(
@@ -1554,14 +1566,18 @@ def receive_request(
     previous: LendingTransaction | None = None,
 ) -> Result[LendingTransaction]:
     """A partner's Request.  ``previous`` is the stored transaction with the
-    same requesting agency and request id, if any (a Retry after
-    RetryPossible reuses it; anything else is a duplicate -> ProtocolError)."""
+    same requesting agency and request id, if any: the same request again (its
+    confirmation lost, a requester's resend with a new timestamp) changes nothing and
+    is confirmed OK again; a Retry after RetryPossible reuses the id; anything else
+    reusing it is refused (ProtocolError)."""
     if msg.header.supplying_agency_id is not None and not ctx.our_symbol.same_agency(
         msg.header.supplying_agency_id
     ):
         raise ProtocolError(ErrorType.UNRECOGNISED_DATA_VALUE,
                             f"supplyingAgencyId {msg.header.supplying_agency_id} is not this "
                             f"node ({ctx.our_symbol})")
+    if previous is not None and details_of(msg) == previous.request:
+        return step(previous, In.RECV_REQUEST_AGAIN, msg, ctx=ctx)
     tx = previous if previous is not None else _new_transaction(msg, ctx, supplying_request_id)
     return step(tx, In.RECV_REQUEST, (msg, located), ctx=ctx)
 

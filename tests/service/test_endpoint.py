@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import io
 import sqlite3
+from dataclasses import replace
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -193,10 +195,26 @@ async def test_same_message_twice_changes_nothing(net):
     await asyncio.sleep(0.3)
     assert await counts(lib) == after_first
     assert len(peer.received) == 1
+    # The same request sent again as a requester's retry is (a new timestamp, so a new
+    # message): confirmed OK, nothing changes, and nothing is answered twice.
+    resent = replace(env, message=replace(env.message, header=replace(
+        env.message.header, timestamp=env.message.header.timestamp + timedelta(seconds=30))))
+    status, third = await peer.send(lib.endpoint, resent)
+    conf = confirmation(third)
+    assert status == 200 and conf.confirmation_header.message_status is MessageStatus.OK
+    again = await counts(lib)
+    assert again == {**after_first, "messages": after_first["messages"] + 1,
+                     "history": after_first["history"] + 1}
+    lid = (await lib.only_request("lending"))["id"]
+    view = await lib.request("lending", lid)
+    assert view["status"] == "UNFILLED"  # as answered the first time (no holdings here)
+    assert view["history"][-1]["event"] == "received_request_again"
+    await asyncio.sleep(0.3)
+    assert len(peer.received) == 1
     # A different message with the same request id is not a duplicate: it is refused.
     other = builders.request(PEER, lib.symbol, "req-dup", title="Another book")
-    status, third = await peer.send(lib.endpoint, other)
-    conf = confirmation(third)
+    status, fourth = await peer.send(lib.endpoint, other)
+    conf = confirmation(fourth)
     assert conf.confirmation_header.message_status is MessageStatus.ERROR
     assert "already exists" in conf.error_data[0].error_value
     await peer.stop()

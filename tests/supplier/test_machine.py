@@ -515,13 +515,20 @@ def test_message_for_another_request_is_refused():
 
 def test_duplicate_request_id_is_refused_but_retry_reuses_it():
     tx = drive(new())
-    with pytest.raises(ProtocolError, match="already in use"):
-        m.receive_request(request(), ctx=ctx(), located=AVAILABLE, previous=tx)
+    with pytest.raises(ProtocolError, match="already exists: a different request"):
+        m.receive_request(request(title="Another book"), ctx=ctx(), located=AVAILABLE,
+                          previous=tx)
+    # The same request again (a resend, whatever its timestamp): confirmed, no change.
+    again = m.receive_request(request(), ctx=ctx(), located=AVAILABLE, previous=tx)
+    assert again.state == replace(tx, updated_at=again.state.updated_at) and not again.send
+    assert [h.event for h in again.history] == ["received_request_again"]
     c = ctx(policy=Policy(when_on_loan="RetryPossible"))
     retry = drive(m.receive_request(request(), ctx=c, located=located("on_loan", date(2026, 3, 9))))
     assert retry.state is S.RETRY_POSSIBLE
+    assert not m.receive_request(request(), ctx=c, located=AVAILABLE, previous=retry).send
     with pytest.raises(ProtocolError, match="only a Retry"):
-        m.receive_request(request(), ctx=c, located=AVAILABLE, previous=retry)
+        m.receive_request(request(title="Another book"), ctx=c, located=AVAILABLE,
+                          previous=retry)
     result = m.receive_request(request(request_type=RequestType.RETRY), ctx=ctx(at(8)),
                                located=AVAILABLE, previous=retry)
     msg = only(result)

@@ -162,7 +162,8 @@ AVAILABLE = LocateResult(outcome="available", record_id="r", item=HoldingsItem(b
 
 
 def test_every_input_has_a_sample():
-    assert set(STAFF_SAMPLES) | set(RECV_SAMPLES) | {In.RECV_REQUEST, In.TIMER_OVERDUE} == set(In)
+    assert set(STAFF_SAMPLES) | set(RECV_SAMPLES) | {
+        In.RECV_REQUEST, In.RECV_REQUEST_AGAIN, In.TIMER_OVERDUE} == set(In)
     for input_, samples in STAFF_SAMPLES.items():
         assert all(s.INPUT is input_ for s in samples)
 
@@ -184,7 +185,7 @@ def test_every_state_has_an_iso_status_and_is_reachable_in_the_table():
 
 def test_terminal_states_accept_nothing_but_notifications_and_notes():
     allowed = {In.RECV_NOTIFICATION, In.RECV_STATUS_REQUEST, In.STAFF_MESSAGE, In.STAFF_NOTE,
-               In.STAFF_MARK_READ}
+               In.STAFF_MARK_READ, In.RECV_REQUEST_AGAIN}
     assert {ISO_STATUS[s] for s in m.TERMINAL_STATES} == set(TERMINAL_STATUSES)
     for state in m.TERMINAL_STATES:
         accepted = {i for (s, i) in TRANSITIONS if s is state}
@@ -226,6 +227,8 @@ def test_every_pair_moves_to_a_valid_state_or_raises(
     ctx = context(policy)
     if input_ is In.RECV_REQUEST:
         data = (a_request(service, request_type), AVAILABLE)
+    elif input_ is In.RECV_REQUEST_AGAIN:
+        data = a_request(service, request_type)
     elif input_ is In.TIMER_OVERDUE:
         data = None
     else:
@@ -248,6 +251,8 @@ def test_every_pair_moves_to_a_valid_state_or_raises(
     if target is not None:
         assert new.state is target
     assert new.updated_at == NOW
+    if input_ is In.RECV_REQUEST_AGAIN:  # a resend changes nothing, answers nothing
+        assert new == replace(tx, updated_at=NOW) and not result.send
     for msg in result.send:
         assert isinstance(msg, SupplyingAgencyMessage)
         assert msg.header.timestamp == NOW
@@ -281,4 +286,4 @@ def test_missing_pairs_raise_the_one_illegal_transition_error(state, input_):
 
 
 def test_table_size():
-    assert len(TRANSITIONS) == 138
+    assert len(TRANSITIONS) == 152  # 138, and a resent Request in each of 14 stored states
