@@ -1867,7 +1867,7 @@ def receive(tx: BorrowingRequest, msg: SupplyingAgencyMessage, *,
                             f"library ({ctx.our_symbol})")
     rari = header.requesting_agency_request_id
     if rari != tx.requesting_request_id:
-        late = _late_cancel_answer(tx, msg, ctx)
+        late = _late_cancel_answer(tx, msg, ctx) or _late_unfilled_again(tx, msg, ctx)
         if late is not None:
             return late
         raise _not_current(tx, rari)
@@ -1920,6 +1920,23 @@ def _late_cancel_answer(tx: BorrowingRequest, msg: SupplyingAgencyMessage,
         out.log("late_cancel_confirmed", f"{entry.symbol} confirmed the cancellation of "
                 f"attempt {rari}")
     return Result(state=new, history=tuple(out.history))
+
+
+def _late_unfilled_again(tx: BorrowingRequest, msg: SupplyingAgencyMessage,
+                         ctx: BorrowingContext) -> Result[BorrowingRequest] | None:
+    """An earlier lender sending again the Unfilled that ended its attempt (it never got
+    our confirmation, and retried): confirmed, recorded, nothing changes."""
+    if msg.status_info.status is not Status.UNFILLED:
+        return None
+    rari = msg.header.requesting_agency_request_id
+    entry = next((e for e in tx.rota if e.attempt_request_id == rari), None)
+    if entry is None or entry.state is not EntryState.UNFILLED or not AgencyId.parse(
+            entry.symbol).same_agency(msg.header.supplying_agency_id):
+        return None
+    out = _Out(f"peer:{entry.symbol}", ctx)
+    out.log("unfilled_again", f"{entry.symbol} sent its Unfilled for attempt {rari} again "
+            "(already recorded): no change")
+    return Result(state=tx, history=tuple(out.history))
 
 
 def staff(tx: BorrowingRequest, action: StaffAction, *,

@@ -335,6 +335,13 @@ def test_late_message_from_an_earlier_lender_is_refused_without_change():
     assert err.value.error_type is ErrorType.UNRECOGNISED_DATA_VALUE
     assert err.value.value == ("request id BR7-1 belongs to an earlier attempt with ISIL:XX-1; "
                                "the request is now with ISIL:XX-2")
+    # A's Unfilled sent again (it never got our confirmation): confirmed, no change.
+    again = receive(before, sam(before, Status.UNFILLED, reason_unfilled="NotHeld",
+                                rari="BR7-1", sender=A), ctx=ctx())
+    assert again.state is before and not again.send
+    assert [h.event for h in again.history] == ["unfilled_again"]
+    with pytest.raises(ProtocolError, match="earlier attempt"):  # only A's, only Unfilled
+        receive(before, sam(before, Status.UNFILLED, rari="BR7-1", sender=B), ctx=ctx())
     with pytest.raises(ProtocolError, match="not a request of ours"):
         receive(before, sam(before, Status.WILL_SUPPLY, rari="BR7-9"), ctx=ctx())
     with pytest.raises(ProtocolError, match="was sent to ISIL:XX-2"):
