@@ -13,7 +13,8 @@ transaction:
   the row is marked failed, not retried (a business answer, not a network
   fault), with a ``send_error`` history row and ``needs_attention`` set.
 - connection error, timeout, non-2xx, or 2xx without a body: retried after
-  ``min(max_backoff, initial_backoff * 2**(attempts-1))`` plus up to 10 % jitter;
+  ``min(max_backoff, initial_backoff * 2**(attempts-1))`` plus up to 10 % jitter,
+  or the peer's ``Retry-After`` if longer (up to ``max_backoff``);
   after ``max_attempts`` attempts the row is marked failed, with a
   ``send_failed`` history row and ``needs_attention`` set.
 
@@ -30,6 +31,7 @@ import time
 from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 import aiohttp
@@ -85,6 +87,7 @@ class _Outcome:
     # Whether the peer may have the message even so: not when the connection was never
     # made, or the peer said 4xx; yes after a timeout, a connection broken midway, a 5xx.
     reached: bool = True
+    retry_after: float = 0.0  # seconds the peer asked us to wait (429, 503: Retry-After)
 
 
 @dataclass(frozen=True)
@@ -92,6 +95,23 @@ class _Sent:
     row: OutboxRow
     outcome: _Outcome
     ms: float  # how long the POST took
+
+
+def retry_after(value: str | None, now: datetime) -> float:
+    """Seconds a ``Retry-After`` header asks for (delay-seconds or an HTTP date); 0 for
+    none, or one we cannot read."""
+    if not value:
+        return 0.0
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return 0.0
+    if when.tzinfo is None:  # an HTTP date is GMT
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - now).total_seconds())
 
 
 def _error_text(exc: BaseException) -> str:
@@ -384,6 +404,7 @@ class OutboxWorker:
             ) as response:
                 body = await response.read()
                 status = response.status
+                asked = response.headers.get("Retry-After")
         except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError,
                 aiohttp.InvalidURL, ConnectionRefusedError, ValueError) as exc:
             # No connection, so no request: the peer cannot have it.
@@ -395,7 +416,8 @@ class OutboxWorker:
         if not 200 <= status < 300:
             snippet = body[:200].decode("utf-8", "replace")
             # A 5xx may come after the peer stored it; a 4xx is a refusal.
-            return _Outcome(status, body, f"HTTP {status}: {snippet}", reached=status >= 500)
+            return _Outcome(status, body, f"HTTP {status}: {snippet}", reached=status >= 500,
+                            retry_after=retry_after(asked, self.clock()))
         if not body.strip():
             return _Outcome(status, body, f"HTTP {status} with an empty body (no confirmation)")
         return _Outcome(status, body, None)
@@ -477,7 +499,8 @@ class OutboxWorker:
             row.id,
             now=now,
             error=outcome.error,
-            next_attempt_at=now + timedelta(seconds=self.backoff(attempt)),
+            next_attempt_at=now + timedelta(seconds=max(
+                self.backoff(attempt), min(outcome.retry_after, self.max_backoff_seconds))),
             http_status=outcome.status,
             worker_id=self.worker_id,
             maybe_delivered=outcome.reached,

@@ -30,6 +30,7 @@ class Peer(LoopbackPeer):
         super().__init__(port)
         self.respond = respond or (lambda n, body: (200, CONFIRMATION))
         self.delay = delay
+        self.headers: dict[str, str] = {}  # on every answer
         self.received: list[bytes] = []
         self.content_types: list[str] = []
         self.started = asyncio.Event()
@@ -42,7 +43,8 @@ class Peer(LoopbackPeer):
             await asyncio.sleep(self.delay)
         self.received.append(body)
         status, answer = self.respond(len(self.received), body)
-        return web.Response(status=status, body=answer, content_type="application/xml")
+        return web.Response(status=status, body=answer, content_type="application/xml",
+                            headers=self.headers)
 
 
 @pytest.fixture
@@ -368,3 +370,33 @@ async def test_lost_lease_writes_nothing(migrated_engine, http_session, peers, u
     r = await row(migrated_engine, oid)
     assert r.state == "pending" and r.locked_by == "thief" and r.attempts == 0
     assert await events(migrated_engine) == []
+
+
+async def test_a_busy_peers_retry_after_is_honoured(migrated_engine, http_session, peers,
+                                                    unused_port):
+    """A peer that answers 429 (or 503) with Retry-After is asked again no sooner (our
+    own node says Retry-After when it rate-limits a partner): the back-off alone would
+    spend the attempts in a fraction of a second here."""
+    arrivals: list[float] = []
+
+    def respond(n, body):
+        arrivals.append(time.monotonic())
+        return (200, CONFIRMATION) if n > 1 else (429, b"slow down")
+
+    peer = await peers(unused_port(), respond=respond)
+    peer.headers = {"Retry-After": "1"}
+    [oid] = await queue(migrated_engine, peer.url, [b"<m/>"])
+    # (Honoured up to max_backoff_seconds, which the back-off never passes either.)
+    async with running(make_worker(migrated_engine, http_session, max_backoff_seconds=5.0)):
+        await wait_for(lambda: _state_is(migrated_engine, oid, "sent"))
+    assert len(arrivals) == 2 and arrivals[1] - arrivals[0] >= 0.95
+
+
+def test_retry_after_reads_seconds_and_http_dates():
+    from node.outbox import retry_after
+
+    at = datetime(2026, 12, 7, 12, 0, tzinfo=UTC)
+    assert retry_after("120", at) == 120
+    assert retry_after("Mon, 07 Dec 2026 12:01:30 GMT", at) == 90
+    assert retry_after("Mon, 07 Dec 2026 11:00:00 GMT", at) == 0  # past
+    assert retry_after(None, at) == retry_after("soon", at) == retry_after("-5", at) == 0
