@@ -1430,6 +1430,16 @@ def _timer_overdue(tx, _data, ctx, target):
                                   due_date=tx.due_date),))
 
 
+def _on_action_again(tx: LendingTransaction, msg: RequestingAgencyMessage, ctx: LendingContext,
+                     target: LendingState | None) -> Result[LendingTransaction]:
+    """The action that brought the request where it is, sent again (the requester did not
+    get our confirmation, and retried): confirmed, nothing changes."""
+    action = msg.action.value
+    return Result(state=tx, history=(_entry(
+        "action_again", _peer(tx), f"{action} received again (a resend): no change.",
+        action=action),))
+
+
 def _on_request_again(tx: LendingTransaction, msg: Request, ctx: LendingContext,
                       target: LendingState | None) -> Result[LendingTransaction]:
     """Any stored state + the Request it holds, sent again: nothing changes, nothing is
@@ -1491,6 +1501,12 @@ def _table() -> dict[tuple[LendingState, LendingInput], tuple[Handler, LendingSt
         t[(s, In.RECV_RENEW)] = (_on_renew, None)  # SHIPPED with Y (auto) or unchanged + pending
         t[(s, In.STAFF_RENEW_ANSWER)] = (_staff_renew_answer, None)  # SHIPPED (Y) or unchanged
         t[(s, In.STAFF_RECALL)] = (_staff_recall, S.RECALLED)
+    # What the requester sent to end up here, sent again: a resend, not a mistake.
+    for s, input_ in ((S.RETURN_SHIPPED, In.RECV_SHIPPED_RETURN),
+                      (S.LOAN_COMPLETED, In.RECV_SHIPPED_RETURN),
+                      (S.CANCELLED, In.RECV_CANCEL),
+                      (S.COMPLETED_WITHOUT_RETURN, In.RECV_LOST)):
+        t[(s, input_)] = (_on_action_again, s)
     for s in ON_LOAN + (S.RETURN_SHIPPED,):
         t[(s, In.RECV_LOST)] = (_on_lost, S.COMPLETED_WITHOUT_RETURN)
         t[(s, In.STAFF_CHECK_IN)] = (_staff_check_in, S.LOAN_COMPLETED)

@@ -536,6 +536,22 @@ def test_duplicate_request_id_is_refused_but_retry_reuses_it():
     assert msg.message_info.reason_for_message is ReasonForMessage.REQUEST_RESPONSE
 
 
+def test_the_action_that_ended_a_request_sent_again_changes_nothing():
+    """A requester that did not get our confirmation sends its action again: the second
+    ShippedReturn, Cancel or Lost is confirmed and changes nothing (it was refused)."""
+    returned = drive(m.receive_action(_shipped(), action(Action.SHIPPED_RETURN), ctx=ctx(at(3))))
+    cancelled = drive(m.receive_action(drive(new()), action(Action.CANCEL), ctx=ctx(at(1))))
+    lost = drive(m.receive_action(_shipped(), action(Action.LOST), ctx=ctx(at(3))))
+    checked_in = drive(m.staff(returned, m.CheckIn(), ctx=ctx(at(4))))
+    for tx, act in ((returned, Action.SHIPPED_RETURN), (checked_in, Action.SHIPPED_RETURN),
+                    (cancelled, Action.CANCEL), (lost, Action.LOST)):
+        again = m.receive_action(tx, action(act, now=at(5)), ctx=ctx(at(5)))
+        assert again.state == replace(tx, updated_at=at(5)) and not again.send, act
+        assert [h.event for h in again.history] == ["action_again"]
+    with pytest.raises(ProtocolError, match="not allowed"):  # only what led there
+        m.receive_action(cancelled, action(Action.LOST), ctx=ctx(at(5)))
+
+
 def test_status_request_and_notification():
     tx = _shipped()
     result = m.receive_action(tx, action(Action.STATUS_REQUEST), ctx=ctx(at(2)))

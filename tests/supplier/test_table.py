@@ -192,7 +192,12 @@ def test_terminal_states_accept_nothing_but_notifications_and_notes():
         extra = {In.RECV_REQUEST} if state is S.RETRY_POSSIBLE else set()  # a Retry reusing the id
         if state is S.COMPLETED_WITHOUT_RETURN:
             extra = {In.STAFF_LOST}  # the charge, after the borrower reported the item lost
-        assert accepted == allowed | extra, state
+        # The requester's action that ended it, sent again: confirmed, no change.
+        again = {S.CANCELLED: {In.RECV_CANCEL}, S.LOAN_COMPLETED: {In.RECV_SHIPPED_RETURN},
+                 S.COMPLETED_WITHOUT_RETURN: {In.RECV_LOST}}.get(state, set())
+        assert accepted == allowed | extra | again, state
+        for input_ in again:
+            assert TRANSITIONS[(state, input_)] == (m._on_action_again, state)
         for input_ in allowed:
             _, target = TRANSITIONS[(state, input_)]
             assert target is state
@@ -286,4 +291,5 @@ def test_missing_pairs_raise_the_one_illegal_transition_error(state, input_):
 
 
 def test_table_size():
-    assert len(TRANSITIONS) == 152  # 138, and a resent Request in each of 14 stored states
+    # 138, a resent Request in each of 14 stored states, 4 resent actions
+    assert len(TRANSITIONS) == 156
