@@ -1681,6 +1681,12 @@ _rows(S.RENEW_REQUESTED, I.RECV_RENEW_RESPONSE_NO, _recv_renew_no, None)
 _rows(S.CANCEL_REQUESTED, I.RECV_CANCEL_RESPONSE_YES, _recv_cancel_yes, None)
 _rows(S.CANCEL_REQUESTED, I.RECV_CANCEL_RESPONSE_NO, _recv_cancel_no, None)
 _rows(LOAN_STATES, I.RECV_CANCEL_RESPONSE_NO, _recv_cancel_no_after_shipping, None)
+# The lender's message that ended the request, sent again (it did not get our
+# confirmation, and retried): confirmed, recorded, no change.
+_rows(S.COMPLETE, I.RECV_LOAN_COMPLETED, _stay, None)
+_rows(S.COPY_DELIVERED, I.RECV_COPY_COMPLETED, _stay, None)
+_rows(S.CANCELLED, I.RECV_CANCEL_RESPONSE_YES, _stay, None)
+_rows(S.CANCELLED, I.RECV_CANCELLED, _stay, None)
 _rows((*_WITH_LENDER, *FINAL_STATES), I.RECV_NOTIFICATION, _recv_notification, None)
 _rows((*_WITH_LENDER, *FINAL_STATES), I.RECV_STATUS_REQUEST_RESPONSE, _stay, None)
 

@@ -488,6 +488,31 @@ def test_cancel_accepted():
     assert effects(r, "patron_notice")
 
 
+def test_the_lenders_message_that_ended_a_request_sent_again_changes_nothing():
+    """A lender that did not get our confirmation sends its last message again: the
+    second LoanCompleted or Cancelled is confirmed and recorded, and changes nothing."""
+    r = new(A, B)
+    r = receive(r.state, sam(r.state, Status.WILL_SUPPLY), ctx=ctx())
+    r = staff(r.state, act("cancel", reason="not needed"), ctx=ctx())
+    r = receive(r.state, sam(r.state, Status.CANCELLED, reason=ReasonForMessage.CANCEL_RESPONSE,
+                             answer=YesNo.Y), ctx=ctx())
+    cancelled = r.state
+    r = new(A, B)
+    r = receive(r.state, sam(r.state, Status.LOANED, due=DUE), ctx=ctx())
+    r = staff(r.state, act("receive", barcodes=["TMP-1"]), ctx=ctx())
+    r = staff(r.state, act("return_to_partner"), ctx=ctx())
+    r = receive(r.state, sam(r.state, Status.LOAN_COMPLETED), ctx=ctx())
+    completed = r.state
+    assert (cancelled.state, completed.state) == (S.CANCELLED, S.COMPLETE)
+    for req, again in ((cancelled, sam(cancelled, Status.CANCELLED, rari="BR7-1", sender=A,
+                                       reason=ReasonForMessage.CANCEL_RESPONSE,
+                                       answer=YesNo.Y)),
+                       (completed, sam(completed, Status.LOAN_COMPLETED))):
+        result = receive(req, again, ctx=ctx())
+        assert result.state.state is req.state and not result.send
+        assert len(result.history) == 1 and result.history[0].event.startswith("received_")
+
+
 def test_cancel_refused_goes_back():
     r = new(A, B)
     r = receive(r.state, sam(r.state, Status.WILL_SUPPLY), ctx=ctx())
