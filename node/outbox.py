@@ -172,6 +172,7 @@ class OutboxWorker:
         lease_seconds: float | None = None,
         headers_for: Callable[[OutboxRow], Mapping[str, str]] | None = None,
         ssl_for: Callable[[OutboxRow], Any] | None = None,
+        url_for: Callable[[OutboxRow], str] | None = None,
     ) -> None:
         if max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
@@ -196,9 +197,11 @@ class OutboxWorker:
         self.clock = clock
         self.batch_size = batch_size
         # Per-peer credentials, computed at send time from the current config
-        # (secrets are never stored in the outbox): extra headers, TLS context.
+        # (secrets are never stored in the outbox): extra headers, TLS context; and the
+        # peer's address now, which may have changed since the row was queued.
         self.headers_for = headers_for
         self.ssl_for = ssl_for
+        self.url_for = url_for
         # A connection not made in time is a send that cannot have reached the peer.
         self._timeout = aiohttp.ClientTimeout(total=timeout_seconds,
                                               sock_connect=min(10.0, timeout_seconds))
@@ -383,10 +386,11 @@ class OutboxWorker:
     async def _send(self, row: OutboxRow) -> _Outcome:
         headers = {"Content-Type": CONTENT_TYPE}
         extra: dict[str, Any] = {}
+        url = self.url_for(row) if self.url_for is not None else row.url
         try:
             if self.headers_for is not None:
                 headers.update(self.headers_for(row))
-            if self.ssl_for is not None and row.url.lower().startswith("https:"):
+            if self.ssl_for is not None and url.lower().startswith("https:"):
                 context = self.ssl_for(row)
                 if context is not None:
                     extra["ssl"] = context
@@ -395,7 +399,7 @@ class OutboxWorker:
                             reached=False)
         try:
             async with self.session.post(
-                row.url,
+                url,
                 data=row.body,
                 headers=headers,
                 **extra,

@@ -218,6 +218,7 @@ class Node:
             on_failed=self._on_send_failed,
             headers_for=lambda row: peer_auth.outgoing_headers(self.config, row.peer, row.body),
             ssl_for=lambda row: self.client_tls,
+            url_for=self._partner_url,
             clock=self.clock,
             # A send cannot outlive its HTTP timeout; a dead worker's claims expire soon after.
             lease_seconds=cfg.timeout_seconds + 10,
@@ -256,6 +257,12 @@ class Node:
         if self.engine is not None and self._owns_engine:
             await self.engine.dispose()
             self.engine = None
+
+    def _partner_url(self, row) -> str:
+        """Where an outbox row goes: its partner's address in the configuration now (a
+        partner that moved, and was reloaded, gets its queued messages there)."""
+        partner = self.config.partner(row.peer)
+        return partner.url if partner is not None else row.url
 
     async def _hand_over_leases(self) -> None:
         """Rows still leased to our stopped worker were never sent (leased at insert as

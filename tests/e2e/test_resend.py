@@ -18,6 +18,7 @@ from aiohttp import web
 
 from node.mockpeer.server import RunningMock
 from tests.harness import Network, free_port
+from tests.peer import Peer
 
 MOCK = "ISIL:XX-MOCK"
 OUTBOX = """
@@ -115,4 +116,44 @@ async def _wait_for_event(lib, public_id: str, event: str, timeout: float = 10.0
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError("\n".join(f"{h['event']}: {h.get('summary')}"
                                            for h in view["history"]))
+        await asyncio.sleep(0.05)
+
+
+async def test_queued_messages_follow_a_partner_that_moved(network):
+    """A partner's address changes while our request to it waits for another attempt
+    (its old address answers nothing): once the configuration is reloaded, the queued
+    request goes to the new address, not to the old one until it is given up."""
+    moved = Peer("ISIL:XX-PEER")
+    network.add_peer(moved.symbol, f"http://127.0.0.1:{free_port()}/iso18626")  # the old one
+    alpha = network.add("alpha", rota=[moved.symbol])
+    await network.start()
+    status, created = await alpha.api("POST", "/api/borrowing/requests", json={
+        "title": "Moby Dick", "patron_id": "P1", "pickup_location": "MAIN"})
+    assert status == 201, created
+    await _wait_for_outbox(alpha, lambda row: row["attempts"] >= 2)
+
+    await moved.start()
+    try:
+        path = alpha.config.source_path
+        old_url = network.peers[0][1]
+        path.write_text(path.read_text().replace(old_url, moved.endpoint))
+        assert (await alpha.api("POST", "/api/admin/reload"))[0] == 200
+        [env] = await moved.wait_for(1)
+        assert env.message.bibliographic_info.title == "Moby Dick"
+        row = await _wait_for_outbox(alpha, lambda row: row["state"] == "sent")
+        assert row["url"] == old_url  # as queued; sent where the partner is now
+    finally:
+        await moved.stop()
+
+
+async def _wait_for_outbox(lib, predicate, timeout: float = 10.0) -> dict:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        status, found = await lib.api("GET", "/api/admin/outbox")
+        assert status == 200, found
+        rows = found["outbox"]
+        if rows and predicate(rows[0]):
+            return rows[0]
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(rows)
         await asyncio.sleep(0.05)
