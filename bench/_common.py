@@ -316,9 +316,8 @@ def get_json(url: str) -> dict:
 def request_body(requester: str, supplier: str, rari: str, *, title: str,
                  isbn: str | None) -> bytes:
     """A valid ISO 18626 v1.2 request, serialised by our own writer."""
-    from tests.builders import request
-
     from node.protocol import writer
+    from tests.builders import request
 
     return writer.serialise(request(requester, supplier, rari, title=title, isbn=isbn))
 

@@ -215,11 +215,10 @@ async def explain(engine, label: str, fn) -> None:
 
 
 async def run(args, d: Path, dbs: Databases) -> None:
-    from tests.builders import request
-
     from node.config import load
     from node.protocol.messages import AgencyId
     from node.store import db, repo, search
+    from tests.builders import request
 
     url = args.url or await dbs.amake("scale")
     cfg = load(write_config(d, "node", node_config(

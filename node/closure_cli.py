@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 from datetime import date
 
+
 def add_arguments(parser: argparse.ArgumentParser, kind: str) -> None:
     onoff = parser.add_mutually_exclusive_group()
     onoff.add_argument("--on", dest="active", action="store_const", const=True,

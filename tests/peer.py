@@ -19,7 +19,6 @@ from node.protocol import confirm, reader, writer
 from node.protocol.codes import ErrorType
 from node.protocol.errors import ProtocolError
 from node.protocol.messages import Envelope
-
 from tests.harness import XML, free_port
 
 

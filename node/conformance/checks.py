@@ -47,7 +47,6 @@ from .kit import (
 )
 from .rules import LOAN_GROUP, RequesterActions, SupplierLifecycle, describe
 
-
 BOTH = (Version.V1_2, Version.V2021_2)
 
 

@@ -24,7 +24,8 @@ from ..protocol.messages import (
     RequestingAgencyMessage,
     SupplyingAgencyMessage,
 )
-from ..supplier.locate import identifiers_of, locate as match_holdings
+from ..supplier.locate import identifiers_of
+from ..supplier.locate import locate as match_holdings
 from . import bulk, holdings_repo, outbox_repo
 from . import search as staff_search
 from . import tables as t

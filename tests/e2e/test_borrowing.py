@@ -19,6 +19,7 @@ import pytest
 from lxml import etree
 from sqlalchemy import select
 
+from node import staff_auth
 from node.protocol import reader
 from node.protocol.codes import (
     Code,
@@ -37,7 +38,6 @@ from node.protocol.messages import (
     StatusInfo,
     SupplyingAgencyMessage,
 )
-from node import staff_auth
 from node.store import holdings_repo
 from node.store import tables as t
 from node.supplier.holdings import parse_csv
