@@ -644,17 +644,18 @@ async def test_a_message_another_process_stored_meanwhile_gets_its_answer_and_th
     await peer.stop()
 
 
-# Undoes the first INSERT INTO messages as PostgreSQL undoes a deadlock's victim (a
-# sequence, not a table, counts: its values survive the rollback).
-_DEADLOCK_ONCE = [
-    "CREATE SEQUENCE deadlocks",
-    "CREATE FUNCTION deadlock_once() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
-    "IF nextval('deadlocks') = 1 THEN "
-    "RAISE EXCEPTION 'deadlock detected (a test''s)' USING ERRCODE = '40P01'; END IF; "
-    "RETURN NULL; END $$",
-    "CREATE TRIGGER deadlock_once BEFORE INSERT ON messages FOR EACH STATEMENT "
-    "EXECUTE FUNCTION deadlock_once()",
-]
+def deadlock_once(when: str) -> dict[str, list[str]]:
+    """PostgreSQL: the first statement that fires a trigger ``when`` ("BEFORE INSERT ON
+    t FOR EACH STATEMENT"...) fails as a deadlock's victim does (SQLSTATE 40P01).  A
+    sequence counts the firings: its values survive the rollback."""
+    return {"postgresql": [
+        "CREATE SEQUENCE deadlocks",
+        "CREATE FUNCTION deadlock_once() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+        "IF nextval('deadlocks') = 1 THEN "
+        "RAISE EXCEPTION 'deadlock detected (a test''s)' USING ERRCODE = '40P01'; END IF; "
+        "RETURN NEW; END $$",
+        f"CREATE TRIGGER deadlock_once {when} EXECUTE FUNCTION deadlock_once()",
+    ]}
 
 
 async def postgresql_only(net):
@@ -669,7 +670,7 @@ async def test_a_batch_the_database_undid_is_stored_again(net, caplog):
     """A deadlock (or a serialization failure) undoes the batch's transaction: it is
     stored again at once, and its partners get OK, not 503."""
     lib, peer = await postgresql_only(net)
-    await install(lib, {"postgresql": _DEADLOCK_ONCE})
+    await install(lib, deadlock_once("BEFORE INSERT ON messages FOR EACH STATEMENT"))
     bodies = [writer.serialise(builders.request(PEER, lib.symbol, f"undone-{i}"))
               for i in range(3)]
     answers = await asyncio.gather(*(lib.node.receive(b) for b in bodies))
@@ -715,15 +716,8 @@ async def test_the_outbox_records_again_a_result_the_database_undid(net, caplog)
     again at once, so the answer is marked sent now, and not sent twice when its
     lease runs out."""
     lib, peer = await postgresql_only(net)
-    await install(lib, {"postgresql": [
-        "CREATE SEQUENCE deadlocks",
-        "CREATE FUNCTION deadlock_once() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
-        "IF nextval('deadlocks') = 1 THEN "
-        "RAISE EXCEPTION 'deadlock detected (a test''s)' USING ERRCODE = '40P01'; END IF; "
-        "RETURN NEW; END $$",
-        "CREATE TRIGGER deadlock_once BEFORE UPDATE ON outbox FOR EACH ROW "
-        "WHEN (NEW.state = 'sent') EXECUTE FUNCTION deadlock_once()",
-    ]})
+    await install(lib, deadlock_once(
+        "BEFORE UPDATE ON outbox FOR EACH ROW WHEN (NEW.state = 'sent')"))
     answer = await lib.node.receive(writer.serialise(builders.request(PEER, lib.symbol, "r")))
     assert status_of(answer)[0] is MessageStatus.OK
     for _ in range(100):
