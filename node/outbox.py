@@ -12,6 +12,9 @@ transaction:
   :class:`DeliveryVerdict` with ``ok=False`` (the peer's confirmation said ERROR)
   the row is marked failed, not retried (a business answer, not a network
   fault), with a ``send_error`` history row and ``needs_attention`` set.
+- 4xx with a body: ``on_delivered`` reads it too, since some peers answer an ERROR
+  confirmation with 400 (Koha, NOTES §6.6): a rejected verdict is that refusal;
+  anything else is a failure like the next ones.
 - connection error, timeout, non-2xx, or 2xx without a body: retried after
   ``min(max_backoff, initial_backoff * 2**(attempts-1))`` plus up to 10 % jitter,
   or the peer's ``Retry-After`` if longer (up to ``max_backoff``);
@@ -88,6 +91,11 @@ class _Outcome:
     # made, or the peer said 4xx; yes after a timeout, a connection broken midway, a 5xx.
     reached: bool = True
     retry_after: float = 0.0  # seconds the peer asked us to wait (429, 503: Retry-After)
+
+    @property
+    def refusal(self) -> bool:
+        """A 4xx with a body: maybe an ERROR confirmation (Koha answers ERROR with 400)."""
+        return self.status is not None and 400 <= self.status < 500 and bool(self.body.strip())
 
 
 @dataclass(frozen=True)
@@ -449,15 +457,19 @@ class OutboxWorker:
         """
         row, outcome = sent.row, sent.outcome
         attempt = row.attempts + 1
-        if outcome.error is None:
-            if row.id not in settled:
-                try:
-                    return await self._record_delivered(conn, row, outcome, now)
-                except _LeaseLost:
-                    raise _Redo(row.id, None) from None
-                except Exception as exc:
-                    log.exception("outbox id=%s: processing the confirmation failed", row.id)
-                    raise _Redo(row.id, exc) from exc
+        if (outcome.error is None or outcome.refusal) and row.id not in settled:
+            try:
+                result = await self._record_delivered(conn, row, outcome, now)
+            except _LeaseLost:
+                raise _Redo(row.id, None) from None
+            except Exception as exc:
+                log.exception("outbox id=%s: processing the confirmation failed", row.id)
+                raise _Redo(row.id, exc) from exc
+            # A 4xx is an answer only when it is an ERROR confirmation; else, as any
+            # other failure, it is tried again (nothing was written for it).
+            if outcome.error is None or result != _SENT:
+                return result
+        elif outcome.error is None:
             cause = settled[row.id]
             if cause is None:
                 return "stale"

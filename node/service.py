@@ -847,7 +847,8 @@ class Node:
             rows.leased.append(queued)
 
     async def _on_delivered(self, conn: AsyncConnection, row, http_status: int, body: bytes):
-        """The outbox got a 2xx: read the partner's confirmation (lenient) and record it."""
+        """The outbox got a 2xx, or a 4xx with a body: read the partner's confirmation
+        (lenient) and record it; None when it is no ERROR confirmation."""
         try:
             root = parse_xml(body)
             if reader.is_ok_confirmation(root):

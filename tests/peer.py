@@ -63,7 +63,8 @@ class Peer(LoopbackPeer):
         self.symbol = symbol
         self.received: list[Envelope] = []
         self.raw: list[bytes] = []
-        # Scripted answer: None -> OK; "error" -> ERROR confirmation; an int -> that HTTP status.
+        # Scripted answer: None -> OK; "error" -> ERROR confirmation; "error400" -> the
+        # same with HTTP 400 (as Koha answers); an int -> that HTTP status.
         self.answer: Callable[[Envelope], object] = lambda env: None
         self._arrived = asyncio.Event()
 
@@ -82,10 +83,11 @@ class Peer(LoopbackPeer):
         self._arrived.set()
         now = datetime.now(timezone.utc)
         error = ProtocolError(ErrorType.UNRECOGNISED_DATA_VALUE, "scripted ERROR") if (
-            scripted == "error") else None
+            scripted in ("error", "error400")) else None
         conf = confirm.confirmation_for(envelope.message, now=now, error=error)
         return web.Response(body=writer.serialise(Envelope(version=envelope.version, message=conf)),
-                            content_type="application/xml")
+                            content_type="application/xml",
+                            status=400 if scripted == "error400" else 200)
 
     async def wait_for(self, count: int, timeout: float = 10.0) -> list[Envelope]:
         """Wait until ``count`` messages have arrived; return them all."""

@@ -7,10 +7,13 @@ with an empty ``<status/>``.  Our node must take all of it and follow the loan.
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from node.mockpeer.server import RunningMock
 from tests.harness import Network, free_port
+from tests.peer import Peer
 
 MOCK = "ISIL:XX-MOCK"
 QUIRKS = frozenset({"unprefixed-version", "offset-0000", "empty-notification-status"})
@@ -49,3 +52,32 @@ async def test_loan_from_a_quirky_peer(network, quirks):
                        for m in incoming)
     finally:
         await mock.stop()
+
+
+async def test_a_peer_that_answers_error_with_http_400_refuses_at_once(network):
+    """Koha answers an ERROR confirmation with HTTP 400 (NOTES §6.6): our request is
+    refused there, and the next lender is asked at once, instead of the request being
+    sent again and again as if the network had failed."""
+    koha = Peer("ISIL:XX-KOHA")
+    koha.answer = lambda env: "error400"
+    network.add_peer(koha.symbol, koha.endpoint)
+    alpha = network.add("alpha", rota=[koha.symbol, "beta"])
+    network.add("beta")
+    await koha.start()
+    try:
+        await network.start()
+        status, created = await alpha.api("POST", "/api/borrowing/requests", json={
+            "title": "Moby Dick", "patron_id": "P1", "pickup_location": "MAIN"})
+        assert status == 201, created
+        view = await alpha.wait_for("borrowing", created["id"], {"sent", "unfilled"})
+        for _ in range(100):
+            view = await alpha.request("borrowing", created["id"])
+            if view["partner"] == network["beta"].symbol:
+                break
+            await asyncio.sleep(0.05)
+        assert view["partner"] == network["beta"].symbol
+        [failed] = [h for h in view["history"] if h["event"] == "delivery_failed"]
+        assert "scripted ERROR" in failed["summary"]
+        assert len(koha.received) == 1
+    finally:
+        await koha.stop()

@@ -400,3 +400,29 @@ def test_retry_after_reads_seconds_and_http_dates():
     assert retry_after("Mon, 07 Dec 2026 12:01:30 GMT", at) == 90
     assert retry_after("Mon, 07 Dec 2026 11:00:00 GMT", at) == 0  # past
     assert retry_after(None, at) == retry_after("soon", at) == retry_after("-5", at) == 0
+
+
+@pytest.mark.parametrize("answer, refused", [(b"<ERROR/>", True), (b"<html>Bad</html>", False)])
+async def test_an_error_confirmation_with_a_4xx_is_a_refusal(migrated_engine, http_session,
+                                                             peers, unused_port, answer, refused):
+    """Koha answers an ERROR confirmation with HTTP 400 (NOTES §6.6): that is the peer's
+    refusal, recorded at once, not a transport failure retried until max_attempts. A
+    4xx whose body is no confirmation is retried as before."""
+    peer = await peers(unused_port(), respond=lambda n, body: (400, answer) if n == 1
+                       else (200, CONFIRMATION))
+
+    async def on_delivered(conn, r, status, body):
+        if body == b"<ERROR/>":
+            return DeliveryVerdict.rejected("peer: UnrecognisedDataValue: unknown agency")
+        return None  # not an ERROR confirmation
+
+    [oid] = await queue(migrated_engine, peer.url, [b"<m/>"])
+    async with running(make_worker(migrated_engine, http_session, on_delivered=on_delivered)):
+        r = await wait_for(lambda: _state_is(migrated_engine, oid, "failed" if refused
+                                             else "sent"))
+        await asyncio.sleep(0.2)
+    assert len(peer.received) == (1 if refused else 2)
+    if refused:
+        assert r.last_http_status == 400 and r.confirmation == b"<ERROR/>"
+        assert r.last_error == "peer: UnrecognisedDataValue: unknown agency"
+        assert [e for e, _ in await events(migrated_engine)] == ["send_error"]
