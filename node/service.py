@@ -881,7 +881,8 @@ class Node:
         await self._apply(conn, BORROWING, tx_id, result, actor="system", now=now)
 
     async def _on_send_failed(self, conn, row, error: str) -> None:
-        """The outbox gave up on a message (max attempts): the rota moves on."""
+        """The outbox gave up on a message (max attempts): the rota moves on, unless an
+        attempt may have reached the lender (see the borrowing machine)."""
         if row.transaction_id is not None:
             await self._delivery_failed(conn, row, error)
 
