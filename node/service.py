@@ -444,7 +444,9 @@ class Node:
                         done[n] = await self._store_one(
                             conn, inbound, reads, rows, savepoint=not alone)
                     except Exception as exc:  # this message only: its savepoint is undone
-                        if alone:
+                        # ...unless the server undid it (a deadlock): the batch's other
+                        # locks may be in the cycle, so the whole batch goes again.
+                        if alone or (tries < len(db.RETRY_DELAYS) and db.transient(exc)):
                             raise
                         done[n] = exc
                 outcomes = [done[n] for n in range(len(batch))]

@@ -684,6 +684,28 @@ async def test_a_batch_the_database_undid_is_stored_again(net, caplog):
     await peer.stop()
 
 
+async def test_a_message_of_a_batch_the_database_undid_takes_the_batch_again(net, caplog):
+    """A deadlock met by one message of a batch, in its savepoint: the batch's other
+    locks may be in the cycle, so the whole batch is stored again, and that message
+    gets OK too, not 503."""
+    lib, peer = await postgresql_only(net)
+    first = await lib.node.receive(writer.serialise(builders.request(PEER, lib.symbol, "held")))
+    assert status_of(first)[0] is MessageStatus.OK
+    await install(lib, deadlock_once(
+        "BEFORE UPDATE ON transactions FOR EACH ROW "
+        "WHEN (NEW.state::text LIKE '%Is it on its way%')"))
+    bodies = [writer.serialise(builders.request(PEER, lib.symbol, "fresh-1")),
+              writer.serialise(builders.action(PEER, lib.symbol, "held", Action.NOTIFICATION,
+                                               note="Is it on its way?")),
+              writer.serialise(builders.request(PEER, lib.symbol, "fresh-2"))]
+    answers = await asyncio.gather(*(lib.node.receive(b) for b in bodies))
+    assert all(status_of(a)[0] is MessageStatus.OK for a in answers)
+    assert "storing a batch of 3 messages failed, trying again" in caplog.text
+    assert len(await rows(lib, t.transactions)) == 3
+    assert len(await rows(lib, t.messages, t.messages.c.direction == "in")) == 4
+    await peer.stop()
+
+
 async def test_a_batch_whose_connections_the_server_dropped_is_stored_again(net, caplog):
     """The server ends the node's connections (a restart, a proxy's idle cut): the next
     batch meets a dead pooled connection, which SQLAlchemy replaces, and is stored on
