@@ -75,8 +75,9 @@ async def network(tmp_path, database_factory):
 
 
 async def test_an_error_to_a_request_sent_again_does_not_ask_the_next_lender(network):
-    # The mock's answers come 3 s after our request: after the ERROR to the resend.
-    mock = RunningMock(port=free_port(), delay=3.0)
+    # The mock's answers come 4 s after our request: well after the ERROR to the resend
+    # (about 1.1 s after it).
+    mock = RunningMock(port=free_port(), delay=4.0)
     alpha = network.add("alpha", sections=OUTBOX, rota=[MOCK, "beta"])
     beta = network.add("beta")
     mock._peer_url = alpha.endpoint
@@ -99,7 +100,7 @@ async def test_an_error_to_a_request_sent_again_does_not_ask_the_next_lender(net
         assert proxy.forwarded == 2  # the request, then the same request again
 
         # The lender had it, and lends: the loan goes on with it alone.
-        view = await alpha.wait_for("borrowing", public_id, "shipped", timeout=15)
+        view = await alpha.wait_for("borrowing", public_id, "shipped", timeout=20)
         assert view["partner"] == MOCK
         events = [h["event"] for h in view["history"]]
         assert "delivery_failed" not in events
