@@ -1,11 +1,15 @@
-"""A request sent again after an attempt whose outcome is unknown (NOTES §6, CrossLink).
+"""Sending again what may not have arrived (NOTES §6.10: delivery is not guaranteed).
 
-The first lender is the mock peer, which, like CrossLink, answers ERROR to a
-requestingAgencyRequestId it already holds. Its confirmation of our request comes
-too late (our outbox gives up waiting after 1 s), so the outbox sends the request
-again, and gets that ERROR. The lender has the request, and will lend: asking the
-next lender too could make both ship. Our node stays with the first lender, says
-why, and follows the loan when the lender's answers come.
+A request sent again after an attempt whose outcome is unknown: the first lender is
+the mock peer, which, like CrossLink, answers ERROR to a requestingAgencyRequestId it
+already holds. Its confirmation of our request comes too late (our outbox gives up
+waiting after 1 s), so the outbox sends the request again, and gets that ERROR. The
+lender has the request, and will lend: asking the next lender too could make both
+ship. Our node stays with the first lender, says why, and follows the loan when the
+lender's answers come.
+
+And a request waiting for another attempt at a partner that moved goes to its new
+address once the configuration is reloaded.
 """
 
 from __future__ import annotations
@@ -13,11 +17,10 @@ from __future__ import annotations
 import asyncio
 
 import aiohttp
-import pytest
 from aiohttp import web
 
 from node.mockpeer.server import RunningMock
-from tests.harness import Network, free_port
+from tests.harness import free_port
 from tests.peer import Peer
 
 MOCK = "ISIL:XX-MOCK"
@@ -67,23 +70,16 @@ class LateFirstAnswer:
         await self.runner.cleanup()
 
 
-@pytest.fixture
-async def network(tmp_path, database_factory):
-    net = Network(tmp_path, database_factory)
-    yield net
-    await net.stop()
-
-
-async def test_an_error_to_a_request_sent_again_does_not_ask_the_next_lender(network):
+async def test_an_error_to_a_request_sent_again_does_not_ask_the_next_lender(net):
     # The mock's answers come 4 s after our request: well after the ERROR to the resend
     # (about 1.1 s after it).
     mock = RunningMock(port=free_port(), delay=4.0)
-    alpha = network.add("alpha", sections=OUTBOX, rota=[MOCK, "beta"])
-    beta = network.add("beta")
+    alpha = net.add("alpha", sections=OUTBOX, rota=[MOCK, "beta"])
+    beta = net.add("beta")
     mock._peer_url = alpha.endpoint
     async with mock, LateFirstAnswer(mock.endpoint, hold=1.5) as proxy:
-        network.add_peer(MOCK, proxy.endpoint)
-        await network.start()
+        net.add_peer(MOCK, proxy.endpoint)
+        await net.start()
         status, created = await alpha.api("POST", "/api/borrowing/requests", json={
             "title": "Moby Dick", "patron_id": "P1", "pickup_location": "MAIN",
             "note": "MOCK:XX-MOCK:WILLSUPPLY_LOANED",
@@ -120,14 +116,14 @@ async def _wait_for_event(lib, public_id: str, event: str, timeout: float = 10.0
         await asyncio.sleep(0.05)
 
 
-async def test_queued_messages_follow_a_partner_that_moved(network):
+async def test_queued_messages_follow_a_partner_that_moved(net):
     """A partner's address changes while our request to it waits for another attempt
     (its old address answers nothing): once the configuration is reloaded, the queued
     request goes to the new address, not to the old one until it is given up."""
     moved = Peer("ISIL:XX-PEER")
-    network.add_peer(moved.symbol, f"http://127.0.0.1:{free_port()}/iso18626")  # the old one
-    alpha = network.add("alpha", rota=[moved.symbol])
-    await network.start()
+    net.add_peer(moved.symbol, f"http://127.0.0.1:{free_port()}/iso18626")  # the old one
+    alpha = net.add("alpha", rota=[moved.symbol])
+    await net.start()
     status, created = await alpha.api("POST", "/api/borrowing/requests", json={
         "title": "Moby Dick", "patron_id": "P1", "pickup_location": "MAIN"})
     assert status == 201, created
@@ -136,7 +132,7 @@ async def test_queued_messages_follow_a_partner_that_moved(network):
     await moved.start()
     try:
         path = alpha.config.source_path
-        old_url = network.peers[0][1]
+        old_url = net.peers[0][1]
         path.write_text(path.read_text().replace(old_url, moved.endpoint))
         assert (await alpha.api("POST", "/api/admin/reload"))[0] == 200
         [env] = await moved.wait_for(1)
