@@ -195,7 +195,7 @@ async def test_same_message_twice_changes_nothing(net):
     await asyncio.sleep(0.3)
     assert await counts(lib) == after_first
     assert len(peer.received) == 1
-    # The same request sent again as a requester's retry is (a new timestamp, so a new
+    # The same request sent again by a requester that retries (a new timestamp, so a new
     # message): confirmed OK, nothing changes, and nothing is answered twice.
     resent = replace(env, message=replace(env.message, header=replace(
         env.message.header, timestamp=env.message.header.timestamp + timedelta(seconds=30))))

@@ -538,7 +538,7 @@ def test_duplicate_request_id_is_refused_but_retry_reuses_it():
 
 def test_the_action_that_ended_a_request_sent_again_changes_nothing():
     """A requester that did not get our confirmation sends its action again: the second
-    ShippedReturn, Cancel or Lost is confirmed and changes nothing (it was refused)."""
+    ShippedReturn, Cancel or Lost is confirmed and changes nothing (it used to get ERROR)."""
     returned = drive(m.receive_action(_shipped(), action(Action.SHIPPED_RETURN), ctx=ctx(at(3))))
     cancelled = drive(m.receive_action(drive(new()), action(Action.CANCEL), ctx=ctx(at(1))))
     lost = drive(m.receive_action(_shipped(), action(Action.LOST), ctx=ctx(at(3))))
