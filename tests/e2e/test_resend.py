@@ -8,6 +8,10 @@ lender has the request, and will lend: asking the next lender too could make bot
 ship. Our node stays with the first lender, says why, and follows the loan when the
 lender's answers come.
 
+The same when the node is killed while the lender holds its answer: started again, it
+sends the request once more (SQLite releases a killed process's leases at start,
+PostgreSQL's liveness sweep those of a worker gone), and stays with the lender.
+
 And a request waiting for another attempt at a partner that moved goes to its new
 address once the configuration is reloaded.
 """
@@ -15,13 +19,17 @@ address once the configuration is reloaded.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import textwrap
 
 import aiohttp
 from aiohttp import web
 
 from node.mockpeer.server import RunningMock
+from node.store import db
 from tests.harness import free_port
 from tests.peer import Peer
+from tests.service.test_processes import NodeProcess
 
 MOCK = "ISIL:XX-MOCK"
 OUTBOX = """
@@ -36,12 +44,14 @@ poll_seconds = 0.05
 
 class LateFirstAnswer:
     """In front of the mock: passes every message on, and holds the answer to the
-    first one longer than our outbox waits (a slow network, or a busy peer)."""
+    first one longer than our outbox waits (a slow network, or a busy peer), at most
+    ``hold`` seconds, and no longer than until it stops."""
 
     def __init__(self, target: str, hold: float):
         self.target, self.hold = target, hold
         self.port = free_port()
         self.forwarded = 0
+        self.released = asyncio.Event()
 
     @property
     def endpoint(self) -> str:
@@ -55,7 +65,8 @@ class LateFirstAnswer:
                 self.target, data=body, headers={"Content-Type": request.content_type}) as resp:
             answer, status = await resp.read(), resp.status
         if first:
-            await asyncio.sleep(self.hold)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.released.wait(), self.hold)
         return web.Response(status=status, body=answer, content_type="application/xml")
 
     async def __aenter__(self):
@@ -67,6 +78,7 @@ class LateFirstAnswer:
         return self
 
     async def __aexit__(self, *exc):
+        self.released.set()
         await self.runner.cleanup()
 
 
@@ -154,3 +166,71 @@ async def _wait_for_outbox(lib, predicate, timeout: float = 10.0) -> dict:
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(rows)
         await asyncio.sleep(0.05)
+
+
+async def test_a_node_killed_while_sending_a_request_stays_with_that_lender(tmp_path, db_url):
+    """The node is killed (SIGKILL) while its request is with the first lender, which has
+    stored it but not yet answered. Started again, the node sends the request once more,
+    the lender answers ERROR 'already exists', and the request stays with that lender,
+    which lends it. The next lender is never asked."""
+    port, other = free_port(), Peer("ISIL:XX-OTHER")
+    mock = RunningMock(port=free_port(), delay=4.0,
+                       peer_url=f"http://127.0.0.1:{port}/iso18626")
+    database = db_url.replace("+asyncpg", "").replace("+aiosqlite", "")
+    await db.migrate_async(db_url)
+    async with mock, LateFirstAnswer(mock.endpoint, hold=60) as proxy, other:
+        config = tmp_path / "node.toml"
+        config.write_text(textwrap.dedent(f"""
+            [node]
+            symbol = "ISIL:XX-US"
+            name = "Us"
+            listen = "127.0.0.1:{port}"
+            public_url = "http://127.0.0.1:{port}/iso18626"
+            database = "{database}"
+            {OUTBOX}
+            [[partners]]
+            symbol = "{MOCK}"
+            name = "Mock"
+            url = "{proxy.endpoint}"
+
+            [[partners]]
+            symbol = "{other.symbol}"
+            name = "Other"
+            url = "{other.endpoint}"
+
+            [[rotas]]
+            name = "default"
+            partners = ["{MOCK}", "{other.symbol}"]
+        """).replace("timeout_seconds = 1", "timeout_seconds = 30"))
+        node = NodeProcess(config, port, tmp_path / "node.log")
+        await node.start()
+        try:
+            async with aiohttp.ClientSession(headers={"X-Staff-User": "alice"}) as http:
+                api = f"http://127.0.0.1:{port}/api/borrowing/requests"
+                async with http.post(api, json={
+                    "title": "Moby Dick", "patron_id": "P1", "pickup_location": "MAIN",
+                    "note": "MOCK:XX-MOCK:WILLSUPPLY_LOANED"}) as resp:
+                    assert resp.status == 201, await resp.text()
+                    public_id = (await resp.json())["id"]
+                for _ in range(200):  # the lender has it; its answer is held
+                    if proxy.forwarded:
+                        break
+                    await asyncio.sleep(0.02)
+                assert proxy.forwarded == 1
+                node.kill()
+                await node.start()
+
+                deadline = asyncio.get_running_loop().time() + 20
+                while True:
+                    async with http.get(f"{api}/{public_id}") as resp:
+                        view = await resp.json()
+                    if view["status"] == "shipped":
+                        break
+                    assert asyncio.get_running_loop().time() < deadline, view["history"]
+                    await asyncio.sleep(0.1)
+        finally:
+            node.stop()
+    events = [h["event"] for h in view["history"]]
+    assert "delivery_uncertain" in events and "delivery_failed" not in events
+    assert view["partner"] == MOCK and proxy.forwarded == 2
+    assert other.received == []
