@@ -226,14 +226,14 @@ class Supervisor:
             if index not in self.serving:
                 continue  # exited: its keeper's start is a new process already
             new = await self._spawn(index)
-            if new is None or self.members[index] is not old:
-                if new is not None:  # the old one died meanwhile, and was started again
-                    await self._stop(new)
-                    continue
+            if new is None:
                 if not self.stopping.is_set():
                     log.error("rolling restart stopped: a new process %d could not start "
                               "(the others serve on as they were)", index)
                 return
+            if self.members[index] is not old:  # it died meanwhile, and was started again
+                await self._stop(new)
+                continue
             self.members[index] = new  # its keeper keeps it from now on
             log.info("process %d replaced: pid %d serves, pid %d stops", index, new.pid, old.pid)
             await self._stop(old)

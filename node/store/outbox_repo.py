@@ -478,25 +478,6 @@ async def next_due_at(conn: AsyncConnection) -> datetime | None:
     return value
 
 
-__all__ = [
-    "Delivery",
-    "OutboxRow",
-    "claim_due",
-    "enqueue",
-    "outbox_row",
-    "for_transaction",
-    "get",
-    "list_rows",
-    "mark_all_sent",
-    "mark_failed",
-    "mark_retry",
-    "mark_sent",
-    "next_due_at",
-    "pending_count",
-    "retry_now",
-]
-
-
 async def release_leases(conn: AsyncConnection, *, of: str | None = None,
                          unsent: bool = False) -> int:
     """Free the rows leased to worker ``of`` (one gone), or every leased row (a restart
@@ -517,3 +498,25 @@ async def leaseholders(conn: AsyncConnection, *, now: datetime, excluding: str) 
         select(o.c.locked_by).distinct()
         .where(o.c.state == "pending", o.c.locked_until > now, o.c.locked_by != excluding))
     return list(result.scalars())
+
+
+__all__ = [
+    "Delivery",
+    "OutboxRow",
+    "claim_due",
+    "enqueue",
+    "enqueue_leased",
+    "for_transaction",
+    "get",
+    "leaseholders",
+    "list_rows",
+    "mark_all_sent",
+    "mark_failed",
+    "mark_retry",
+    "mark_sent",
+    "next_due_at",
+    "outbox_row",
+    "pending_count",
+    "release_leases",
+    "retry_now",
+]

@@ -20,11 +20,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import textwrap
 
 import aiohttp
 from aiohttp import web
 
+from node.config import load
 from node.mockpeer.server import RunningMock
 from node.store import db
 from tests.harness import free_port
@@ -168,40 +168,22 @@ async def _wait_for_outbox(lib, predicate, timeout: float = 10.0) -> dict:
         await asyncio.sleep(0.05)
 
 
-async def test_a_node_killed_while_sending_a_request_stays_with_that_lender(tmp_path, db_url):
+async def test_a_node_killed_while_sending_a_request_stays_with_that_lender(net, tmp_path):
     """The node is killed (SIGKILL) while its request is with the first lender, which has
     stored it but not yet answered. Started again, the node sends the request once more,
     the lender answers ERROR 'already exists', and the request stays with that lender,
     which lends it. The next lender is never asked."""
-    port, other = free_port(), Peer("ISIL:XX-OTHER")
-    mock = RunningMock(port=free_port(), delay=4.0,
-                       peer_url=f"http://127.0.0.1:{port}/iso18626")
-    database = db_url.replace("+asyncpg", "").replace("+aiosqlite", "")
-    await db.migrate_async(db_url)
+    other = Peer("ISIL:XX-OTHER")
+    lib = net.add("alpha", sections=OUTBOX.replace("timeout_seconds = 1", "timeout_seconds = 30"),
+                  rota=[MOCK, other.symbol])
+    port = lib.port
+    mock = RunningMock(port=free_port(), delay=4.0, peer_url=lib.endpoint)
     async with mock, LateFirstAnswer(mock.endpoint, hold=60) as proxy, other:
+        net.add_peer(MOCK, proxy.endpoint)
+        net.add_peer(other.symbol, other.endpoint)
         config = tmp_path / "node.toml"
-        config.write_text(textwrap.dedent(f"""
-            [node]
-            symbol = "ISIL:XX-US"
-            name = "Us"
-            listen = "127.0.0.1:{port}"
-            public_url = "http://127.0.0.1:{port}/iso18626"
-            database = "{database}"
-            {OUTBOX}
-            [[partners]]
-            symbol = "{MOCK}"
-            name = "Mock"
-            url = "{proxy.endpoint}"
-
-            [[partners]]
-            symbol = "{other.symbol}"
-            name = "Other"
-            url = "{other.endpoint}"
-
-            [[rotas]]
-            name = "default"
-            partners = ["{MOCK}", "{other.symbol}"]
-        """).replace("timeout_seconds = 1", "timeout_seconds = 30"))
+        config.write_text(net.config_text(lib))  # run as a process of its own, not in ours
+        await db.migrate_async(load(config).node.database_url)
         node = NodeProcess(config, port, tmp_path / "node.log")
         await node.start()
         try:
