@@ -251,8 +251,8 @@ class Node:
         if self.session is not None:
             await self.session.close()
             self.session = None
-        if self._read_engine not in (None, self.engine):
-            await self._read_engine.dispose()
+        if self._read_engine is not None and self._read_engine.pool is not self.engine.pool:
+            await self._read_engine.dispose()  # SQLite's readers; PostgreSQL's share the pool
         self._read_engine = None
         if self.engine is not None and self._owns_engine:
             await self.engine.dispose()

@@ -12,7 +12,8 @@
 - ``postgresql+asyncpg://...``: a normal pool, no pre-ping (see below).
 
 ``create_read_engine(engine)`` gives the engine for staff reads (lists, search, a
-request's view): on a SQLite file, connections of its own (see there); else ``engine``.
+request's view), each read seeing one snapshot: on a SQLite file, connections of its
+own (see there); on PostgreSQL, ``engine``'s pool in read-only REPEATABLE READ.
 
 Migrations are Alembic scripts in ``node/store/migrations``, found relative to
 this file, never the working directory.  Alembic is imported only to migrate:
@@ -126,9 +127,15 @@ def create_read_engine(engine: AsyncEngine) -> AsyncEngine:
     event loop, since SQLite lets go of the GIL while it works, and takes no write
     lock: partners' messages, the outbox and a CLI's import do not wait for it, as
     they would on the writing connection, which runs on the loop's thread.
-    Otherwise (PostgreSQL, whose pool already reads beside writes, or SQLite in
-    memory, which other connections cannot see): ``engine`` itself."""
+    On PostgreSQL, whose pool already reads beside writes: ``engine``'s pool, each
+    read a read-only REPEATABLE READ transaction.  Under READ COMMITTED, a request's
+    row and its history, read one after the other, could straddle a commit: a view
+    whose history says what its status and flags do not yet show.  On SQLite in
+    memory, which other connections cannot see: ``engine`` itself."""
     url = engine.url
+    if url.get_backend_name() == "postgresql":
+        return engine.execution_options(isolation_level="REPEATABLE READ",
+                                        postgresql_readonly=True)
     if url.get_backend_name() != "sqlite" or _in_memory(url):
         return engine
     reader = create_async_engine(url, poolclass=AsyncAdaptedQueuePool,
