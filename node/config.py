@@ -275,6 +275,9 @@ class OutboxSettings:
     initial_backoff_seconds: float = 2.0
     max_backoff_seconds: float = 3600.0
     poll_seconds: float = 1.0
+    # Delivered messages are deleted from the outbox after this many days (0: kept);
+    # the message log keeps every message.
+    keep_sent_days: int = 90
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -1266,6 +1269,7 @@ def _read_outbox(ctx: _Ctx, root: _Table) -> OutboxSettings:
         ),
         max_backoff_seconds=t.get("max_backoff_seconds", _positive_number, d.max_backoff_seconds),
         poll_seconds=t.get("poll_seconds", _positive_number, d.poll_seconds),
+        keep_sent_days=t.get("keep_sent_days", _integer(0), d.keep_sent_days),
     )
     if out.max_backoff_seconds < out.initial_backoff_seconds:
         ctx.add(

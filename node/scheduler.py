@@ -4,13 +4,17 @@ One job covers every per-request timer (answer timeouts, retry dates, due
 dates): the machines say when they next need the clock (``next_timer``),
 the service stores that on the request row, and this job ticks the requests
 whose time has come.  The outbox has its own loop; the job here only nudges
-it so that back-off retries are not left waiting for new traffic.
+it so that back-off retries are not left waiting for new traffic.  Another
+deletes the outbox's delivered messages once ``[outbox] keep_sent_days`` have
+passed, every hour.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -39,12 +43,26 @@ async def _tick(node: Node) -> None:
 
 
 async def _sweep_leases(node: Node) -> None:
+    await _guarded("outbox lease sweep", lambda: node.worker_lock.sweep(node.clock()))
+
+
+async def _prune_outbox(node: Node) -> None:
+    await _guarded("outbox prune", node.prune_outbox)
+
+
+async def _guarded(what: str, work: Callable[[], Awaitable[object]]) -> None:
     try:
-        await node.worker_lock.sweep(node.clock())
+        await work()
     except asyncio.CancelledError:  # the node is stopping
         return
-    except Exception:  # the database away: the next sweep tries again
-        log.exception("outbox lease sweep failed")
+    except Exception:  # the database away: the next run tries again
+        log.exception("%s failed", what)
+
+
+#: How often delivered messages past ``[outbox] keep_sent_days`` are deleted; the
+#: first time a minute after start, off the start-up path.
+PRUNE_EVERY = timedelta(hours=1)
+PRUNE_FIRST_AFTER = timedelta(minutes=1)
 
 
 def start_scheduler(node: Node) -> AsyncIOScheduler:
@@ -58,5 +76,10 @@ def start_scheduler(node: Node) -> AsyncIOScheduler:
             _sweep_leases, "interval", seconds=node.timer_interval_seconds, args=[node],
             id="leases", max_instances=1, coalesce=True,
         )
+    scheduler.add_job(
+        _prune_outbox, "interval", seconds=PRUNE_EVERY.total_seconds(), args=[node],
+        id="prune", max_instances=1, coalesce=True,
+        next_run_time=datetime.now(UTC) + PRUNE_FIRST_AFTER,
+    )
     scheduler.start()
     return scheduler

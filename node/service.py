@@ -24,7 +24,7 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import aiohttp
@@ -974,6 +974,26 @@ class Node:
         if done:
             self._wake_outbox()
         return done
+
+    async def prune_outbox(self, chunk: int = 1000) -> int:
+        """Delete the messages delivered more than ``[outbox] keep_sent_days`` ago
+        (:func:`node.store.outbox_repo.prune_sent`); returns how many.  ``chunk`` rows a
+        transaction, so that a first prune of a big outbox never holds the writer long."""
+        days = self.config.outbox.keep_sent_days
+        if not days:
+            return 0
+        before = self.clock() - timedelta(days=days)
+        pruned = 0
+        while True:
+            async with self.engine.begin() as conn:
+                n = await outbox_repo.prune_sent(conn, before=before, limit=chunk)
+            pruned += n
+            if n < chunk:
+                break
+            await asyncio.sleep(0)  # partners' messages go first
+        if pruned:
+            log.info("outbox: %d delivered message(s) older than %d days deleted", pruned, days)
+        return pruned
 
     # -- logging -------------------------------------------------------------------
 

@@ -500,6 +500,41 @@ async def leaseholders(conn: AsyncConnection, *, now: datetime, excluding: str) 
     return list(result.scalars())
 
 
+def peers_cte():
+    """The distinct ``peer`` values, found by skipping from one to the next in the index
+    (peer, state, sent_at): a recursive CTE with column ``peer`` (and one NULL row at
+    the end).  Never a scan of the whole outbox, where delivered messages pile up."""
+    inner = outbox.alias("o")
+    first = select(func.min(outbox.c.peer).label("peer")).cte("peers", recursive=True)
+    return first.union_all(
+        select(select(func.min(inner.c.peer)).where(inner.c.peer > first.c.peer)
+               .scalar_subquery())
+        .where(first.c.peer.is_not(None)))
+
+
+async def prune_sent(conn: AsyncConnection, *, before: datetime, limit: int) -> int:
+    """Delete up to ``limit`` rows delivered before ``before``; returns how many.
+
+    Their bodies are in the message log; an OK confirmation says nothing more (an
+    ERROR is in the request's history).  Each partner's newest delivered row stays:
+    the partners screen (:mod:`node.store.partner_status`) shows when it was last
+    reached.  Partner by partner, oldest first, through the index (peer, state,
+    sent_at), so a call reads only the rows it deletes."""
+    o = outbox.c
+    peers = [p for p in (await conn.execute(select(peers_cte()))).scalars() if p is not None]
+    deleted = 0
+    for peer in peers:
+        if deleted >= limit:
+            break
+        newest = select(func.max(o.sent_at)).where(o.peer == peer, o.state == "sent")
+        old = (select(o.id).where(o.peer == peer, o.state == "sent", o.sent_at < before,
+                                  o.sent_at < newest.scalar_subquery())
+               .order_by(o.sent_at).limit(limit - deleted))
+        result = await conn.execute(outbox.delete().where(o.id.in_(old)))
+        deleted += result.rowcount
+    return deleted
+
+
 __all__ = [
     "Delivery",
     "OutboxRow",
@@ -516,7 +551,9 @@ __all__ = [
     "mark_sent",
     "next_due_at",
     "outbox_row",
+    "peers_cte",
     "pending_count",
+    "prune_sent",
     "release_leases",
     "retry_now",
 ]

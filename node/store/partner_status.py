@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from .outbox_repo import peers_cte
 from .tables import outbox
 
 
@@ -24,15 +25,11 @@ async def delivery_status(conn: AsyncConnection) -> dict[str, dict[str, Any]]:
 
     Read peer by peer through the index (peer, state, sent_at), never the whole outbox
     (delivered messages pile up): the peers are found by skipping from one to the next
-    in that index, then each figure is a short range of it.
+    in that index (:func:`~node.store.outbox_repo.peers_cte`), then each figure is a
+    short range of it.
     """
     o = outbox.c
-    inner = outbox.alias("o")
-    first = select(func.min(o.peer).label("peer")).cte("peers", recursive=True)
-    peers = first.union_all(
-        select(select(func.min(inner.c.peer)).where(inner.c.peer > first.c.peer)
-               .scalar_subquery())
-        .where(first.c.peer.is_not(None)))
+    peers = peers_cte()
 
     def of_peer(column, *where):
         """``column`` over the peer's rows matching ``where``: a range of the index."""

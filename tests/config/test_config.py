@@ -80,6 +80,7 @@ def test_example_loads_with_documented_values():
     assert config.outbox.max_attempts == 20
     assert config.outbox.initial_backoff_seconds == 2.0
     assert config.outbox.max_backoff_seconds == 3600
+    assert config.outbox.keep_sent_days == 90
 
     lending = config.lending
     assert lending.auto_answer is True
@@ -463,6 +464,14 @@ def test_processes_above_one_need_postgresql():
         (problem,) = problems_of(MINIMAL + text)
         assert (problem.key, problem.line, problem.message) == (
             "node.processes", 3 + text.count("\n"), message)
+
+
+def test_keep_sent_days():
+    assert loads(MINIMAL).outbox.keep_sent_days == 90
+    assert loads(MINIMAL + "[outbox]\nkeep_sent_days = 0\n").outbox.keep_sent_days == 0
+    (problem,) = problems_of(MINIMAL + "[outbox]\nkeep_sent_days = -1\n")
+    assert (problem.key, problem.message) == ("outbox.keep_sent_days",
+                                              "must be at least 0 (got -1)")
 
 
 def test_rota_problems():

@@ -5,11 +5,12 @@ says so; PostgreSQL is told to avoid sequential scans, as on a big table).
 
 from __future__ import annotations
 
+import functools
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import insert
 
-from node.store import borrowing_repo, lending_repo, partner_status, search
+from node.store import borrowing_repo, lending_repo, outbox_repo, partner_status, search
 from node.store.tables import holdings_items, holdings_records, outbox, transactions
 from tests.store.statements import explain, statements_of
 
@@ -179,3 +180,17 @@ async def test_the_partners_screen_reads_the_outbox_peer_by_peer_through_an_inde
     async with migrated_engine.connect() as conn:
         await conn.execute(outbox.delete())
         assert await partner_status.delivery_status(conn) == {}
+
+
+async def test_the_outbox_prune_reads_the_old_deliveries_peer_by_peer_through_an_index(
+        migrated_engine):
+    async with migrated_engine.begin() as conn:
+        await conn.execute(insert(outbox), [
+            {"peer": peer, "url": "http://x/", "kind": "x", "body": b"", "state": "sent",
+             "next_attempt_at": T0, "created_at": T0, "sent_at": T0 + timedelta(minutes=n)}
+            for peer in ("ISIL:XX-A", "ISIL:XX-B") for n in range(3)])
+    pruned, plan = await plans(migrated_engine, functools.partial(
+        outbox_repo.prune_sent, before=T0 + timedelta(hours=1), limit=100))
+    assert pruned == 4  # each peer's newest stays
+    assert "ix_outbox_peer_state_sent_at" in plan, plan
+    assert_no_scan(plan, "outbox")

@@ -221,3 +221,37 @@ async def test_list_rows_for_the_staff_api(migrated_engine):
         json.dumps(rows)  # JSON-ready as is
         assert [r["id"] for r in await repo.list_rows(conn, state="pending")] == [b]
         assert [r["id"] for r in await repo.list_rows(conn, limit=1)] == [b]
+
+
+async def test_prune_sent_deletes_old_deliveries_but_each_partners_newest(migrated_engine):
+    day = timedelta(days=1)
+
+    async def row(conn, tid, peer, state, at):
+        oid = await repo.enqueue(conn, transaction_id=tid, peer=peer, url="http://x/iso18626",
+                                 kind="request", body=b"<m/>", now=at)
+        if state == "sent":
+            assert await repo.mark_sent(conn, oid, now=at, confirmation=b"<ok/>",
+                                        http_status=200)
+        elif state == "failed":
+            assert await repo.mark_failed(conn, oid, now=at, error="given up")
+        return oid
+
+    async with migrated_engine.begin() as conn:
+        tid = await make_transaction(conn, 1)
+        old_a = [await row(conn, tid, "ISIL:AA", "sent", T0 - n * day) for n in (30, 20, 10)]
+        recent_a = await row(conn, tid, "ISIL:AA", "sent", T0 - day)
+        only_b = await row(conn, tid, "ISIL:BB", "sent", T0 - 100 * day)  # its newest
+        pending = await row(conn, tid, "ISIL:AA", "pending", T0 - 50 * day)
+        failed = await row(conn, tid, "ISIL:AA", "failed", T0 - 50 * day)
+
+    async with migrated_engine.begin() as conn:
+        assert await repo.prune_sent(conn, before=T0 - 5 * day, limit=2) == 2
+    async with migrated_engine.begin() as conn:  # oldest first: the 10-day-old one is left
+        assert [r.id for r in await repo.for_transaction(conn, tid)] == [
+            old_a[2], recent_a, only_b, pending, failed]
+        assert await repo.prune_sent(conn, before=T0 - 5 * day, limit=10) == 1
+        assert await repo.prune_sent(conn, before=T0 - 5 * day, limit=10) == 0
+        assert [r.id for r in await repo.for_transaction(conn, tid)] == [
+            recent_a, only_b, pending, failed]
+        # The newest delivery to a partner stays, however old.
+        assert await repo.prune_sent(conn, before=T0 + day, limit=10) == 0
