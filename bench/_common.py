@@ -17,7 +17,6 @@ import asyncio
 import contextlib
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -38,11 +37,7 @@ XML_HEADERS = {"Content-Type": "application/xml; charset=utf-8"}
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from node.demo import free_port  # noqa: E402, F401  (re-exported: the node's, shared)
 
 
 def pct(values: list[float], p: float) -> float:

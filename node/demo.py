@@ -24,8 +24,10 @@ so a test can add one that is meant to fail.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
+import random
 import re
 import shutil
 import signal
@@ -116,9 +118,37 @@ class Library:
 
 
 def free_port() -> int:
-    with socket.socket() as s:
+    """A loopback TCP port nothing listens on, for a server started later.
+
+    Taken below the kernel's ephemeral range: a port from there (``bind`` to port 0)
+    may be taken, before the server binds it, as the local port of an outgoing
+    connection (to PostgreSQL, to a peer), and the server then fails with "address
+    already in use".  A port handed out lately is not handed out again."""
+    low = _ephemeral_range_start()
+    for _ in range(500):
+        port = random.randrange(max(1024, low - 16000), low)
+        if port in _RECENT_PORTS:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _RECENT_PORTS.append(port)
+        return port
+    with socket.socket() as s:  # all taken: the kernel's choice, as before
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+_RECENT_PORTS: collections.deque[int] = collections.deque(maxlen=1000)
+
+
+def _ephemeral_range_start() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default
 
 
 # -- errors and results ------------------------------------------------------------------------

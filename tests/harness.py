@@ -9,7 +9,6 @@ lets tests move time forward (answer timeouts, closures, due dates).
 from __future__ import annotations
 
 import asyncio
-import socket
 import textwrap
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -20,6 +19,7 @@ import aiohttp
 from aiohttp import web
 
 from node.config import NodeConfig, load
+from node.demo import free_port
 from node.http import create_app
 from node.limits import guard_server
 from node.service import Node
@@ -28,10 +28,6 @@ from node.store import db
 XML = {"Content-Type": "application/xml; charset=utf-8"}
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Clock:
