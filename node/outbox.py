@@ -180,7 +180,7 @@ class OutboxWorker:
         lease_seconds: float | None = None,
         headers_for: Callable[[OutboxRow], Mapping[str, str]] | None = None,
         ssl_for: Callable[[OutboxRow], Any] | None = None,
-        url_for: Callable[[OutboxRow], str] | None = None,
+        refresh: Callable[[OutboxRow], OutboxRow] | None = None,
     ) -> None:
         if max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
@@ -205,11 +205,12 @@ class OutboxWorker:
         self.clock = clock
         self.batch_size = batch_size
         # Per-peer credentials, computed at send time from the current config
-        # (secrets are never stored in the outbox): extra headers, TLS context; and the
-        # peer's address now, which may have changed since the row was queued.
+        # (secrets are never stored in the outbox): extra headers, TLS context.  And
+        # ``refresh``: the row as the configuration now says it goes (the peer's
+        # address, its ISO 18626 version), which may have changed since it was queued.
         self.headers_for = headers_for
         self.ssl_for = ssl_for
-        self.url_for = url_for
+        self.refresh = refresh
         # A connection not made in time is a send that cannot have reached the peer.
         self._timeout = aiohttp.ClientTimeout(total=timeout_seconds,
                                               sock_connect=min(10.0, timeout_seconds))
@@ -394,8 +395,10 @@ class OutboxWorker:
     async def _send(self, row: OutboxRow) -> _Outcome:
         headers = {"Content-Type": CONTENT_TYPE}
         extra: dict[str, Any] = {}
-        url = self.url_for(row) if self.url_for is not None else row.url
         try:
+            if self.refresh is not None:
+                row = self.refresh(row)
+            url = row.url
             if self.headers_for is not None:
                 headers.update(self.headers_for(row))
             if self.ssl_for is not None and url.lower().startswith("https:"):

@@ -23,7 +23,7 @@ import logging
 import secrets
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -35,7 +35,7 @@ from . import auth as peer_auth
 from . import borrower, tls
 from . import limits as node_limits
 from .borrower import machine as bmachine
-from .config import Closure, NodeConfig
+from .config import Closure, NodeConfig, Partner
 from .liveness import WorkerLock
 from .machine import Result, StaffActionError
 from .outbox import DeliveryVerdict, OutboxWorker
@@ -159,6 +159,7 @@ class Node:
         self.config = config
         self.engine = engine
         self.clock = clock
+        self._config_since = clock()  # outbox rows queued before: see _as_configured
         self.worker_id = worker_id or f"node-{secrets.token_hex(4)}"
         self.client_tls = tls.client_context(config.node)  # for HTTPS partners
         self.server_tls = tls.ServerTLS.of(config.node)  # the listener's, when HTTPS
@@ -218,7 +219,7 @@ class Node:
             on_failed=self._on_send_failed,
             headers_for=lambda row: peer_auth.outgoing_headers(self.config, row.peer, row.body),
             ssl_for=lambda row: self.client_tls,
-            url_for=self._partner_url,
+            refresh=self._as_configured,
             clock=self.clock,
             # A send cannot outlive its HTTP timeout; a dead worker's claims expire soon after.
             lease_seconds=cfg.timeout_seconds + 10,
@@ -258,11 +259,25 @@ class Node:
             await self.engine.dispose()
             self.engine = None
 
-    def _partner_url(self, row) -> str:
-        """Where an outbox row goes: its partner's address in the configuration now (a
-        partner that moved, and was reloaded, gets its queued messages there)."""
+    def _as_configured(self, row: outbox_repo.OutboxRow) -> outbox_repo.OutboxRow:
+        """An outbox row as its partner's configuration now says it goes: to its
+        address now (a partner that moved, and was reloaded, gets its queued messages
+        there); and, queued before this configuration was loaded (a reload, a restart),
+        written again if the partner's ISO 18626 version or the credentials we give it
+        have changed since: a partner that upgraded while our messages waited for it
+        gets them as it now reads them."""
         partner = self.config.partner(row.peer)
-        return partner.url if partner is not None else row.url
+        if partner is None:
+            return row
+        body = row.body
+        if row.created_at < self._config_since:
+            try:
+                body = _written_for(partner, row.body)
+            except Exception:  # a rewrite must never hold a message back: sent as queued
+                log.exception("outbox id=%s not rewritten for %s", row.id, row.peer)
+        if partner.url == row.url and body is row.body:
+            return row
+        return replace(row, url=partner.url, body=body)
 
     async def _hand_over_leases(self) -> None:
         """Rows still leased to our stopped worker were never sent (leased at insert as
@@ -282,7 +297,7 @@ class Node:
         """Take a new configuration (SIGHUP or the admin API): partners, closures,
         policies, certificates. Returns what could not be applied without a restart."""
         previous, notes = self.config, []
-        self.config = config
+        self.config, self._config_since = config, self.clock()
         try:
             self.client_tls = tls.client_context(config.node)
         except (OSError, tls.Encrypted) as exc:  # a file changed since it was checked
@@ -1010,6 +1025,17 @@ class Node:
             (time.perf_counter() - started) * 1000,
             f" error={exc.error_type.value}" if exc is not None else "",
         )
+
+
+def _written_for(partner: Partner, body: bytes) -> bytes:
+    """``body`` (a message we queued) as ``partner``'s configuration now wants it: in
+    its ISO 18626 version, with the credentials we give it; ``body`` itself when
+    nothing changed."""
+    envelope = reader.parse(body)
+    message = peer_auth.with_authentication(envelope.message, partner)
+    if envelope.version is partner.iso18626_version and message == envelope.message:
+        return body
+    return writer.serialise(Envelope(version=partner.iso18626_version, message=message))
 
 
 async def _write(conn: AsyncConnection, rows: _Rows) -> None:

@@ -12,8 +12,8 @@ The same when the node is killed while the lender holds its answer: started agai
 sends the request once more (SQLite releases a killed process's leases at start,
 PostgreSQL's liveness sweep those of a worker gone), and stays with the lender.
 
-And a request waiting for another attempt at a partner that moved goes to its new
-address once the configuration is reloaded.
+And a request waiting for another attempt at a partner that moved, or upgraded, goes
+to its new address, in its new version, once the configuration is reloaded.
 """
 
 from __future__ import annotations
@@ -26,9 +26,11 @@ from aiohttp import web
 
 from node.config import load
 from node.mockpeer.server import RunningMock
+from node.protocol.messages import Version
 from node.store import db
 from tests.harness import free_port
 from tests.peer import Peer
+from tests.protocol.test_writer import assert_officially_valid
 from tests.service.test_processes import NodeProcess
 
 MOCK = "ISIL:XX-MOCK"
@@ -153,6 +155,47 @@ async def test_queued_messages_follow_a_partner_that_moved(net):
         assert row["url"] == old_url  # as queued; sent where the partner is now
     finally:
         await moved.stop()
+
+
+async def test_queued_messages_follow_a_partner_that_upgraded(net):
+    """A partner upgrades to ISO 18626 2021, and new credentials, while our request waits
+    for it (it is down): once the configuration says so and is reloaded, the queued
+    request goes in 2021 with the new credentials, not as it was queued."""
+    upgraded = Peer("ISIL:XX-PEER")  # not started yet: down for its upgrade
+    net.add_peer(upgraded.symbol, upgraded.endpoint)
+    alpha = net.add("alpha", rota=[upgraded.symbol])
+    alpha.partner_auth[upgraded.symbol] = OLD_PARTNER_SETTINGS
+    await net.start()
+    status, created = await alpha.api("POST", "/api/borrowing/requests", json={
+        "title": "Moby Dick", "patron_id": "P1", "pickup_location": "MAIN"})
+    assert status == 201, created
+    await _wait_for_outbox(alpha, lambda row: row["attempts"] >= 2)
+
+    await upgraded.start()
+    try:
+        path = alpha.config.source_path
+        path.write_text(path.read_text().replace(OLD_PARTNER_SETTINGS, NEW_PARTNER_SETTINGS))
+        assert (await alpha.api("POST", "/api/admin/reload"))[0] == 200
+        [env] = await upgraded.wait_for(1)
+        assert env.version is Version.V2021_2
+        assert_officially_valid(upgraded.raw[0], Version.V2021_2)
+        auth = env.message.header.requesting_agency_authentication
+        assert (auth.account_id, auth.security_code) == ("alpha-2", "new-code")
+        await _wait_for_outbox(alpha, lambda row: row["state"] == "sent")
+    finally:
+        await upgraded.stop()
+
+
+OLD_PARTNER_SETTINGS = """iso18626_version = "1.2"
+[partners.auth.outgoing]
+account_id = "alpha-1"
+security_code = "old-code"
+"""
+NEW_PARTNER_SETTINGS = """iso18626_version = "2021-2"
+[partners.auth.outgoing]
+account_id = "alpha-2"
+security_code = "new-code"
+"""
 
 
 async def _wait_for_outbox(lib, predicate, timeout: float = 10.0) -> dict:
