@@ -39,6 +39,7 @@ from sqlalchemy import (
     literal,
     or_,
     select,
+    text,
     update,
 )
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -512,6 +513,11 @@ def peers_cte():
         .where(first.c.peer.is_not(None)))
 
 
+# pg_try_advisory_xact_lock(int4, int4): one prune at a time among a node's processes
+# (18626: migration 0007's status-count shards; 18627: node/liveness.py's workers).
+_PRUNING = text("SELECT pg_try_advisory_xact_lock(18628, 0)")
+
+
 async def prune_sent(conn: AsyncConnection, *, before: datetime, limit: int) -> int:
     """Delete up to ``limit`` rows delivered before ``before``; returns how many.
 
@@ -519,7 +525,10 @@ async def prune_sent(conn: AsyncConnection, *, before: datetime, limit: int) -> 
     ERROR is in the request's history).  Each partner's newest delivered row stays:
     the partners screen (:mod:`node.store.partner_status`) shows when it was last
     reached.  Partner by partner, oldest first, through the index (peer, state,
-    sent_at), so a call reads only the rows it deletes."""
+    sent_at), so a call reads only the rows it deletes.  On PostgreSQL, 0 while
+    another process's transaction prunes (two deleting the same rows could deadlock)."""
+    if conn.dialect.name == "postgresql" and not (await conn.execute(_PRUNING)).scalar():
+        return 0
     o = outbox.c
     peers = [p for p in (await conn.execute(select(peers_cte()))).scalars() if p is not None]
     deleted = 0

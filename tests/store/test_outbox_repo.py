@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from sqlalchemy import insert
 
 from node.store import outbox_repo as repo
@@ -255,3 +256,24 @@ async def test_prune_sent_deletes_old_deliveries_but_each_partners_newest(migrat
             recent_a, only_b, pending, failed]
         # The newest delivery to a partner stays, however old.
         assert await repo.prune_sent(conn, before=T0 + day, limit=10) == 0
+
+
+async def test_one_prune_at_a_time_on_postgresql(migrated_engine):
+    """Several processes each run the hourly prune: on PostgreSQL one prunes while the
+    others' calls return 0 (deleting the same rows at once could deadlock).  SQLite
+    has one writer."""
+    if migrated_engine.dialect.name != "postgresql":
+        pytest.skip("SQLite: one writing connection, one transaction at a time")
+    async with migrated_engine.begin() as conn:
+        tid = await make_transaction(conn, 1)
+        for n in range(3):  # two to prune; the newest stays
+            oid = await enqueue(conn, tid, n, now=T0 + timedelta(minutes=n))
+            assert await repo.mark_sent(conn, oid, now=T0 + timedelta(minutes=n),
+                                        confirmation=b"<ok/>", http_status=200)
+    later = T0 + timedelta(days=1)
+    async with migrated_engine.begin() as first:
+        assert await repo.prune_sent(first, before=later, limit=1) == 1
+        async with migrated_engine.begin() as second:
+            assert await repo.prune_sent(second, before=later, limit=1) == 0
+    async with migrated_engine.begin() as conn:  # the first one's lock went with its COMMIT
+        assert await repo.prune_sent(conn, before=later, limit=10) == 1
