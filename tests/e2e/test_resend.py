@@ -138,17 +138,12 @@ async def test_queued_messages_follow_a_partner_that_moved(net):
     net.add_peer(moved.symbol, f"http://127.0.0.1:{free_port()}/iso18626")  # the old one
     alpha = net.add("alpha", rota=[moved.symbol])
     await net.start()
-    status, created = await alpha.api("POST", "/api/borrowing/requests", json={
-        "title": "Moby Dick", "patron_id": "P1", "pickup_location": "MAIN"})
-    assert status == 201, created
-    await _wait_for_outbox(alpha, lambda row: row["attempts"] >= 2)
+    await _a_request_waiting_for_its_lender(alpha)
 
     await moved.start()
     try:
-        path = alpha.config.source_path
         old_url = net.peers[0][1]
-        path.write_text(path.read_text().replace(old_url, moved.endpoint))
-        assert (await alpha.api("POST", "/api/admin/reload"))[0] == 200
+        await _reload_with(alpha, old_url, moved.endpoint)
         [env] = await moved.wait_for(1)
         assert env.message.bibliographic_info.title == "Moby Dick"
         row = await _wait_for_outbox(alpha, lambda row: row["state"] == "sent")
@@ -166,16 +161,11 @@ async def test_queued_messages_follow_a_partner_that_upgraded(net):
     alpha = net.add("alpha", rota=[upgraded.symbol])
     alpha.partner_auth[upgraded.symbol] = OLD_PARTNER_SETTINGS
     await net.start()
-    status, created = await alpha.api("POST", "/api/borrowing/requests", json={
-        "title": "Moby Dick", "patron_id": "P1", "pickup_location": "MAIN"})
-    assert status == 201, created
-    await _wait_for_outbox(alpha, lambda row: row["attempts"] >= 2)
+    await _a_request_waiting_for_its_lender(alpha)
 
     await upgraded.start()
     try:
-        path = alpha.config.source_path
-        path.write_text(path.read_text().replace(OLD_PARTNER_SETTINGS, NEW_PARTNER_SETTINGS))
-        assert (await alpha.api("POST", "/api/admin/reload"))[0] == 200
+        await _reload_with(alpha, OLD_PARTNER_SETTINGS, NEW_PARTNER_SETTINGS)
         [env] = await upgraded.wait_for(1)
         assert env.version is Version.V2021_2
         assert_officially_valid(upgraded.raw[0], Version.V2021_2)
@@ -196,6 +186,23 @@ NEW_PARTNER_SETTINGS = """iso18626_version = "2021-2"
 account_id = "alpha-2"
 security_code = "new-code"
 """
+
+
+async def _a_request_waiting_for_its_lender(lib) -> None:
+    """A new request, sent at least twice to a lender that is down."""
+    status, created = await lib.api("POST", "/api/borrowing/requests", json={
+        "title": "Moby Dick", "patron_id": "P1", "pickup_location": "MAIN"})
+    assert status == 201, created
+    await _wait_for_outbox(lib, lambda row: row["attempts"] >= 2)
+
+
+async def _reload_with(lib, old: str, new: str) -> None:
+    """``lib``'s configuration file with ``old`` replaced by ``new``, reloaded."""
+    path = lib.config.source_path
+    text = path.read_text()
+    assert old in text
+    path.write_text(text.replace(old, new))
+    assert (await lib.api("POST", "/api/admin/reload"))[0] == 200
 
 
 async def _wait_for_outbox(lib, predicate, timeout: float = 10.0) -> dict:
