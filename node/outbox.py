@@ -344,7 +344,7 @@ class OutboxWorker:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                if tries < len(db.RETRY_DELAYS) and db.transient(exc):
+                if db.retryable(exc, tries):
                     # Undone, or its connection dropped: recorded again, not sent again.
                     log.warning("outbox worker %s: recording failed, trying again: %s",
                                 self.worker_id, str(exc).splitlines()[0])

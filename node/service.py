@@ -461,7 +461,7 @@ class Node:
                     except Exception as exc:  # this message only: its savepoint is undone
                         # ...unless the server undid it (a deadlock): the batch's other
                         # locks may be in the cycle, so the whole batch goes again.
-                        if alone or (tries < len(db.RETRY_DELAYS) and db.transient(exc)):
+                        if alone or db.retryable(exc, tries):
                             raise
                         done[n] = exc
                 outcomes = [done[n] for n in range(len(batch))]
@@ -470,7 +470,7 @@ class Node:
             log.exception("storing %d new requests together failed: one by one now", len(batch))
             return await self._store_batch(batch, together=False, again=again, tries=tries)
         except Exception as exc:  # nothing of the batch is stored (e.g. the COMMIT failed)
-            if tries < len(db.RETRY_DELAYS) and db.transient(exc):
+            if db.retryable(exc, tries):
                 log.warning("storing a batch of %d messages failed, trying again: %s",
                             len(batch), str(exc).splitlines()[0])
                 await asyncio.sleep(db.RETRY_DELAYS[tries])
@@ -837,9 +837,7 @@ class Node:
                 summary=f"{peer} is not a configured partner: {message.KIND} not sent",
             ))
             return
-        version = partner.iso18626_version
-        message = peer_auth.with_authentication(message, partner)  # what the partner expects
-        body = writer.serialise(Envelope(version=version, message=message))
+        message, body = _addressed(message, partner)
         if isinstance(message, Request):
             await repo.add_attempt(conn, tx_id, partner=str(partner.symbol),
                                    requesting_request_id=header.requesting_agency_request_id,
@@ -1027,15 +1025,20 @@ class Node:
         )
 
 
+def _addressed(message: BusinessMessage, partner: Partner) -> tuple[BusinessMessage, bytes]:
+    """``message`` as ``partner`` expects it, and its body: with the credentials we give
+    it, written in its ISO 18626 version."""
+    message = peer_auth.with_authentication(message, partner)
+    return message, writer.serialise(Envelope(version=partner.iso18626_version, message=message))
+
+
 def _written_for(partner: Partner, body: bytes) -> bytes:
-    """``body`` (a message we queued) as ``partner``'s configuration now wants it: in
-    its ISO 18626 version, with the credentials we give it; ``body`` itself when
-    nothing changed."""
+    """``body`` (a message we queued) as ``partner``'s configuration now wants it
+    (:func:`_addressed`); ``body`` itself when nothing changed."""
     envelope = reader.parse(body)
-    message = peer_auth.with_authentication(envelope.message, partner)
-    if envelope.version is partner.iso18626_version and message == envelope.message:
-        return body
-    return writer.serialise(Envelope(version=partner.iso18626_version, message=message))
+    message, rewritten = _addressed(envelope.message, partner)
+    unchanged = envelope.version is partner.iso18626_version and message == envelope.message
+    return body if unchanged else rewritten
 
 
 async def _write(conn: AsyncConnection, rows: _Rows) -> None:

@@ -28,8 +28,6 @@ from node.store import db
 XML = {"Content-Type": "application/xml; charset=utf-8"}
 
 
-
-
 class Clock:
     """The real time plus an offset that tests move forward.
 

@@ -177,6 +177,12 @@ def transient(exc: BaseException) -> bool:
     return getattr(exc.orig, "sqlstate", None) in _RETRYABLE_SQLSTATES
 
 
+def retryable(exc: BaseException, tries: int) -> bool:
+    """Whether a transaction that failed with ``exc``, already run again ``tries``
+    times, is run once more (after ``RETRY_DELAYS[tries]``)."""
+    return tries < len(RETRY_DELAYS) and transient(exc)
+
+
 def _in_memory(url: URL) -> bool:
     return url.database in (None, "", ":memory:") or "mode=memory" in str(url)
 

@@ -18,32 +18,30 @@ async def _count(conn) -> int:
     return (await conn.execute(select(status_counts.c.n).where(_ROW))).scalar_one()
 
 
-async def test_a_read_sees_one_snapshot_across_a_commit(migrated_engine):
+@pytest.fixture
+async def reader(migrated_engine):
+    engine = db.create_read_engine(migrated_engine)
+    yield engine
+    if engine.pool is not migrated_engine.pool:  # SQLite's readers; PostgreSQL's share it
+        await engine.dispose()
+
+
+async def test_a_read_sees_one_snapshot_across_a_commit(migrated_engine, reader):
     writer = migrated_engine
-    reader = db.create_read_engine(writer)
-    try:
-        async with writer.begin() as conn:
+    async with writer.begin() as conn:
+        await conn.execute(insert(status_counts).values(
+            role="borrowing", status="sent", shard=0, n=1))
+    async with reader.connect() as conn:
+        before = await _count(conn)
+        async with writer.begin() as other:
+            await other.execute(update(status_counts).where(_ROW).values(n=2))
+        assert await _count(conn) == before == 1
+    async with reader.connect() as conn:
+        assert await _count(conn) == 2  # the next read sees the commit
+
+
+async def test_a_read_cannot_write(reader):
+    async with reader.connect() as conn:
+        with pytest.raises(DBAPIError, match="(?i)read.only|readonly"):
             await conn.execute(insert(status_counts).values(
                 role="borrowing", status="sent", shard=0, n=1))
-        async with reader.connect() as conn:
-            before = await _count(conn)
-            async with writer.begin() as other:
-                await other.execute(update(status_counts).where(_ROW).values(n=2))
-            assert await _count(conn) == before == 1
-        async with reader.connect() as conn:
-            assert await _count(conn) == 2  # the next read sees the commit
-    finally:
-        if reader.pool is not writer.pool:
-            await reader.dispose()
-
-
-async def test_a_read_cannot_write(migrated_engine):
-    reader = db.create_read_engine(migrated_engine)
-    try:
-        async with reader.connect() as conn:
-            with pytest.raises(DBAPIError, match="(?i)read.only|readonly"):
-                await conn.execute(insert(status_counts).values(
-                    role="borrowing", status="sent", shard=0, n=1))
-    finally:
-        if reader.pool is not migrated_engine.pool:
-            await reader.dispose()
