@@ -228,8 +228,9 @@ def migrate(config: Path) -> None:
     run([ILL_NODE, "migrate", "--config", str(config)])
 
 
-def import_holdings(config: Path, csv_path: Path) -> None:
-    run([ILL_NODE, "holdings", "import", str(csv_path), "--config", str(config), "--replace"])
+def import_holdings(config: Path, csv_path: Path, *, replace: bool = True) -> None:
+    run([ILL_NODE, "holdings", "import", str(csv_path), "--config", str(config),
+         "--replace" if replace else "--merge"])
 
 
 # --------------------------------------------------------------------------- processes

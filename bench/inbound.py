@@ -20,6 +20,7 @@ OK-confirmed request's answer reached the peer.
 
     .venv/bin/python bench/inbound.py [--db sqlite|postgresql] [--quick]
         [--conns 32] [--rate 500] [--duration 10] [--profile out-dir] [--processes N]
+        [--prefill 1000000]   # into a hub's database: a million requests handled
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ from bench._common import (  # noqa: E402
     workdir,
     write_config,
 )
+from bench._prefill import prefilled, size_mb  # noqa: E402
 
 US = "ISIL:XX-NODE"
 PEER = "ISIL:XX-PEER"
@@ -185,6 +187,10 @@ def main() -> int:
                         "come from the last)"),
         ap.add_argument("--processes", type=int, default=1,
                         help="[node] processes (PostgreSQL); CPU and memory are summed"),
+        ap.add_argument("--prefill", type=int, default=0, metavar="N",
+                        help="into a database already holding N requests handled, with "
+                        "their message log and history, and N holdings items "
+                        "(bench/_prefill.py; filled once, then kept)"),
     ))
     if args.processes > 1 and args.db != "postgresql":
         print("--processes above 1 needs --db postgresql", file=sys.stderr)
@@ -201,7 +207,8 @@ def main() -> int:
             peer_url = f"http://127.0.0.1:{peer_port}/iso18626"
             # A hub's partners (all the stand-in); the one sending is configured last.
             others = [(f"ISIL:XX-P{i}", peer_url) for i in range(args.partners - 1)]
-            text = node_config(symbol=US, port=node_port, db_url=dbs.make("node"),
+            db_url = prefilled(dbs, "node", args.prefill) if args.prefill else dbs.make("node")
+            text = node_config(symbol=US, port=node_port, db_url=db_url,
                                partners=[*others, (PEER, peer_url)], rota=[PEER])
             if args.processes > 1:
                 text = text.replace("\ndatabase = ", f"\nprocesses = {args.processes}"
@@ -209,7 +216,7 @@ def main() -> int:
             cfg = write_config(d, "node", text)
             migrate(cfg)
             books = holdings_csv(d / "holdings.csv", records)
-            import_holdings(cfg, d / "holdings.csv")
+            import_holdings(cfg, d / "holdings.csv", replace=not args.prefill)
             files = {"lua": d / "post.lua", "template": d / "request.xml",
                      "books": d / "books.txt"}
             files["lua"].write_text(WRK_LUA)
@@ -220,6 +227,9 @@ def main() -> int:
             files["books"].write_text("".join(f"{i}|{t}\n" for i, t in books))
             print(f"request body {len(body)} B; holdings {records} records x 3 items; "
                   f"{args.conns} connections; {duration:g} s per phase", flush=True)
+            if args.prefill:
+                print(f"the database already holds {args.prefill:,} requests handled and "
+                      f"{args.prefill:,} holdings items: {size_mb(db_url):,.0f} MiB", flush=True)
 
             peer = start_peer(d / "peer.log", peer_port, "--mode", "ok")
             procs.append(peer)
