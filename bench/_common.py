@@ -99,6 +99,17 @@ async def _pg_admin(sql: str) -> None:
         await conn.close()
 
 
+async def _pg_value(sql: str, *args):
+    """One value of one query, on the administrator's connection."""
+    import asyncpg
+
+    conn = await asyncpg.connect(PG_ADMIN_DSN, timeout=5)
+    try:
+        return await conn.fetchval(sql, *args)
+    finally:
+        await conn.close()
+
+
 def _pg_url(database: str) -> str:
     parts = urlsplit(PG_ADMIN_DSN)
     return urlunsplit(("postgresql+asyncpg", parts.netloc, "/" + database, parts.query, ""))

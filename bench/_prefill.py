@@ -23,7 +23,7 @@ import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from bench._common import ROOT, Databases, _pg_admin, _pg_url
+from bench._common import ROOT, Databases, _pg_admin, _pg_url, _pg_value
 
 BATCH = 5_000
 RAW = ("<?xml version='1.0' encoding='UTF-8'?>\n<ISO18626Message ill:version=\"1.2\" "
@@ -113,7 +113,7 @@ def prefilled(dbs: Databases, name: str, n: int) -> str:
         shutil.copyfile(kept, copy)
         return f"sqlite+aiosqlite:///{copy}"
     template = f"ill_bench_prefill_{n}"
-    if not asyncio.run(_pg_exists(template)):
+    if not asyncio.run(_pg_value("SELECT 1 FROM pg_database WHERE datname = $1", template)):
         making = template + "_making"
         asyncio.run(_pg_admin(f'DROP DATABASE IF EXISTS "{making}" WITH (FORCE)'))
         asyncio.run(_pg_admin(f'CREATE DATABASE "{making}"'))
@@ -125,34 +125,9 @@ def prefilled(dbs: Databases, name: str, n: int) -> str:
     return _pg_url(database)
 
 
-async def _pg_exists(database: str) -> bool:
-    import asyncpg
-
-    from bench._common import PG_ADMIN_DSN
-
-    conn = await asyncpg.connect(PG_ADMIN_DSN, timeout=5)
-    try:
-        return bool(await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1",
-                                        database))
-    finally:
-        await conn.close()
-
-
 def size_mb(url: str) -> float:
     """The database's size on disk, as its server counts it."""
     if url.startswith("sqlite"):
         path = Path(url.split("///", 1)[1])
         return sum(p.stat().st_size for p in path.parent.glob(path.name + "*")) / 2**20
-    return asyncio.run(_pg_size(url)) / 2**20
-
-
-async def _pg_size(url: str) -> int:
-    import asyncpg
-
-    from bench._common import PG_ADMIN_DSN
-
-    conn = await asyncpg.connect(PG_ADMIN_DSN, timeout=5)
-    try:
-        return await conn.fetchval("SELECT pg_database_size($1)", url.rsplit("/", 1)[1])
-    finally:
-        await conn.close()
+    return asyncio.run(_pg_value("SELECT pg_database_size($1)", url.rsplit("/", 1)[1])) / 2**20
