@@ -11,6 +11,8 @@ tenth (those within the outbox's retention), the two delivered outbox rows.
 Filling a million takes minutes, so each kind and size is filled once and kept:
 a SQLite file under ``bench/out/prefill/``, copied for each run; a PostgreSQL
 database ``ill_bench_prefill_N``, each run's database made from it as a template.
+Several GiB each: ``rm -r bench/out/prefill`` and ``DROP DATABASE
+ill_bench_prefill_N`` give the space back.
 """
 
 from __future__ import annotations
