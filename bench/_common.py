@@ -125,11 +125,13 @@ class Databases:
         self.directory = directory
         self.made: list[str] = []
 
-    def make(self, name: str) -> str:
+    def make(self, name: str, *, template: str | None = None) -> str:
+        """A fresh database; on PostgreSQL, a copy of ``template`` if given."""
         if self.kind == "sqlite":
             return f"sqlite+aiosqlite:///{self.directory / (name + '.db')}"
         database = f"ill_bench_{name}_{uuid.uuid4().hex[:8]}".lower()
-        asyncio.run(_pg_admin(f'CREATE DATABASE "{database}"'))
+        copy = f' TEMPLATE "{template}"' if template else ""
+        asyncio.run(_pg_admin(f'CREATE DATABASE "{database}"{copy}'))
         self.made.append(database)
         return _pg_url(database)
 

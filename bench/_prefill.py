@@ -111,9 +111,9 @@ def prefilled(dbs: Databases, name: str, n: int) -> str:
             making.unlink(missing_ok=True)
             asyncio.run(_fill(f"sqlite+aiosqlite:///{making}", n))
             making.rename(kept)  # only a whole fill is kept
-        copy = dbs.directory / (name + ".db")
-        shutil.copyfile(kept, copy)
-        return f"sqlite+aiosqlite:///{copy}"
+        url = dbs.make(name)
+        shutil.copyfile(kept, url.split("///", 1)[1])
+        return url
     template = f"ill_bench_prefill_{n}"
     if not asyncio.run(_pg_value("SELECT 1 FROM pg_database WHERE datname = $1", template)):
         making = template + "_making"
@@ -121,10 +121,7 @@ def prefilled(dbs: Databases, name: str, n: int) -> str:
         asyncio.run(_pg_admin(f'CREATE DATABASE "{making}"'))
         asyncio.run(_fill(_pg_url(making), n))
         asyncio.run(_pg_admin(f'ALTER DATABASE "{making}" RENAME TO "{template}"'))
-    database = f"ill_bench_{name}_{random.getrandbits(32):08x}"
-    asyncio.run(_pg_admin(f'CREATE DATABASE "{database}" TEMPLATE "{template}"'))
-    dbs.made.append(database)
-    return _pg_url(database)
+    return dbs.make(name, template=template)
 
 
 def size_mb(url: str) -> float:

@@ -252,8 +252,8 @@ class Node:
         if self.session is not None:
             await self.session.close()
             self.session = None
-        if self._read_engine is not None and self._read_engine.pool is not self.engine.pool:
-            await self._read_engine.dispose()  # SQLite's readers; PostgreSQL's share the pool
+        if self._read_engine is not None:
+            await db.dispose_read_engine(self._read_engine, self.engine)
         self._read_engine = None
         if self.engine is not None and self._owns_engine:
             await self.engine.dispose()

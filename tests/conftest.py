@@ -25,8 +25,8 @@ _pg_problem: list[str | None] = []  # cached result of the first reachability ch
 
 
 def get_unused_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now (harness.free_port)."""
-    from tests.harness import free_port
+    """A TCP port on 127.0.0.1 that nothing listens on right now (node.demo.free_port)."""
+    from node.demo import free_port
 
     return free_port()
 

@@ -156,6 +156,13 @@ def create_read_engine(engine: AsyncEngine) -> AsyncEngine:
     return reader
 
 
+async def dispose_read_engine(reader: AsyncEngine, engine: AsyncEngine) -> None:
+    """Close what ``create_read_engine(engine)`` opened: SQLite's reader connections;
+    nothing on PostgreSQL or in memory, whose reads use ``engine``'s own pool."""
+    if reader.pool is not engine.pool:
+        await reader.dispose()
+
+
 # Seconds to wait before each new try of a transaction that failed :func:`transient`ly:
 # a deadlock's at once, a restarting server's a little later.
 RETRY_DELAYS = (0.0, 0.1, 0.5)

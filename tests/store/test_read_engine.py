@@ -22,8 +22,7 @@ async def _count(conn) -> int:
 async def reader(migrated_engine):
     engine = db.create_read_engine(migrated_engine)
     yield engine
-    if engine.pool is not migrated_engine.pool:  # SQLite's readers; PostgreSQL's share it
-        await engine.dispose()
+    await db.dispose_read_engine(engine, migrated_engine)
 
 
 async def test_a_read_sees_one_snapshot_across_a_commit(migrated_engine, reader):
