@@ -44,6 +44,8 @@ async def main() -> None:
     ap.add_argument("--duration", type=float, default=10)
     ap.add_argument("--max-requests", type=int, default=100_000)
     ap.add_argument("--timeout", type=float, default=10.0, help="per request, seconds")
+    ap.add_argument("--timeline", help="file: one line per answered request, "
+                    "its due time from the start and its latency, both in ms")
     args = ap.parse_args()
     template = open(args.template, "rb").read()
     books = [line.rstrip("\n").encode().split(b"|") for line in open(args.isbns) if line.strip()]
@@ -59,6 +61,7 @@ async def main() -> None:
     counts = {"sent": 0, "ok": 0, "error_conf": 0, "http_error": 0, "exception": 0,
               "timeout": 0}
     ok_ids: list[int] = []
+    timeline: list[tuple[float, float]] = []
     connector = aiohttp.TCPConnector(limit=max(args.conns, 1) if not args.rate else 512,
                                      force_close=False)
     timeout = aiohttp.ClientTimeout(total=args.timeout)
@@ -81,6 +84,7 @@ async def main() -> None:
                 return
             end = time.perf_counter()
             lat_due.append(end - due)
+            timeline.append((due - t0, end - due))
             lat_send.append(end - start)
             if status != 200:
                 counts["http_error"] += 1
@@ -117,6 +121,9 @@ async def main() -> None:
             await asyncio.gather(*(worker() for _ in range(args.conns)))
         elapsed = time.perf_counter() - t0
     ms = 1000
+    if args.timeline:
+        with open(args.timeline, "w") as out:
+            out.writelines(f"{due * ms:.1f} {lat * ms:.2f}\n" for due, lat in sorted(timeline))
     print(json.dumps({
         **counts, "elapsed_s": elapsed, "rate": counts["sent"] / elapsed,
         "ok_rate": counts["ok"] / elapsed,

@@ -20,6 +20,7 @@ OK-confirmed request's answer reached the peer.
 
     .venv/bin/python bench/inbound.py [--db sqlite|postgresql] [--quick]
         [--conns 32] [--rate 500] [--duration 10] [--profile out-dir] [--processes N]
+        [--timeline out-dir]
         [--prefill 1000000]   # into a hub's database: a million requests handled
 """
 
@@ -118,12 +119,15 @@ def wrk_run(url: str, *, conns: int, duration: float, prefix: str, files: dict) 
 
 
 def loadgen(url: str, *, prefix: str, files: dict, duration: float, conns: int = 32,
-            rate: float | None = None, timeout: float = 10.0) -> dict:
+            rate: float | None = None, timeout: float = 10.0,
+            timeline: Path | None = None) -> dict:
     cmd = [PY, str(ROOT / "bench" / "_loadgen.py"), "--url", url, "--template",
            str(files["template"]), "--isbns", str(files["books"]), "--prefix", prefix,
            "--duration", str(duration), "--conns", str(conns), "--timeout", str(timeout)]
     if rate:
         cmd += ["--rate", str(rate)]
+    if timeline:
+        cmd += ["--timeline", str(timeline)]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + timeout + 60)
     line = [x for x in out.stdout.splitlines() if x.startswith("{")]
     if not line:
@@ -182,6 +186,8 @@ def main() -> int:
         ap.add_argument("--duration", type=float),
         ap.add_argument("--records", type=int),
         ap.add_argument("--profile", type=Path, help="py-spy the node in phase (a) into DIR"),
+        ap.add_argument("--timeline", type=Path, help="phase (b)'s latency per request, in "
+                        "order of its due time, into DIR/<db>.txt"),
         ap.add_argument("--partners", type=int, default=1,
                         help="partners configured, as at a consortium hub (the requests "
                         "come from the last)"),
@@ -290,13 +296,16 @@ def main() -> int:
             # half the measured capacity to show the latency the node gives when it keeps up.
             # The same open loop against the bare server: the generator's own latency,
             # which is in the node's figures too.
+            if args.timeline:
+                args.timeline.mkdir(parents=True, exist_ok=True)
             floor = loadgen(bare_url, prefix="fb", files=files, duration=min(duration, 5),
                             rate=args.rate)
             print(f"(b) bare @{args.rate:g}/s   {fmt(floor)}  (the load generator's floor)",
                   flush=True)
             over = ours["rate"] < args.rate * 0.8
             fixed = loadgen(node_url, prefix="f", files=files,
-                            duration=min(duration, 2) if over else duration, rate=args.rate)
+                            duration=min(duration, 2) if over else duration, rate=args.rate,
+                            timeline=args.timeline and args.timeline / f"{args.db}.txt")
             dr_b = drain(node_port, peer_port, fixed["ok"], 180)
             print(f"(b) node @{args.rate:g}/s   {fmt(fixed)}  timeouts(10 s)={fixed['timeout']} "
                   f"(latency from due time; from send: p50 {fixed['send_p50_ms']:.2f} "
