@@ -34,7 +34,13 @@ from node.protocol.codes import (
 )
 from node.protocol.reader import parse
 from node.protocol.writer import serialise
-from tests.protocol.test_writer import KINDS, assert_officially_valid, maximal, minimal
+from tests.protocol.test_writer import (
+    KINDS,
+    as_lxml_writes_it,
+    assert_officially_valid,
+    maximal,
+    minimal,
+)
 
 SAMPLES = Path("/work/shared/iso18626/samples")
 DATA = Path(__file__).parent / "data"
@@ -306,6 +312,7 @@ def test_hypothesis_round_trip(version, message):
         return
     data = serialise(envelope)
     assert_officially_valid(data, version)
+    assert as_lxml_writes_it(data) == data
     back = parse(data)
     assert back.version is version
     assert back.message == project(message, version)

@@ -5,6 +5,7 @@ The official XSDs in /work/shared/iso18626/ are a test oracle only.
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
@@ -393,3 +394,67 @@ def test_reads_back_as_the_written_version():
     for kind, version in CASES:
         data = serialise(m.Envelope(version=version, message=maximal(kind, version)))
         assert parse(data).version is version, (kind, version)
+
+
+def as_lxml_writes_it(data: bytes) -> bytes:
+    """``data`` read by lxml and written back by it: the markup lxml writes for that tree.
+    (An empty text element reads back without text, so both forms are written ``<x/>``.)"""
+    declaration, _, document = data.partition(b"\n")
+    assert declaration == b'<?xml version="1.0" encoding="UTF-8"?>'
+    again = etree.tostring(etree.fromstring(data), encoding="UTF-8")
+    assert _EMPTY.sub(rb"<\1\2/>", document) == again
+    return data
+
+
+_EMPTY = re.compile(rb"<(\w+)([^<>]*)></\1>")
+
+
+@pytest.mark.parametrize(("kind", "version"), CASES)
+def test_markup_is_what_lxml_writes_for_the_same_tree(kind, version):
+    for build in (maximal, minimal):
+        data = serialise(m.Envelope(version=version, message=build(kind, version)))
+        assert as_lxml_writes_it(data) == data
+
+
+AWKWARD = ["a & b < c > d", 'say "no"', "it's", "line\nbreak\ttab", "carriage\rreturn",
+           "]]>", "ÆØÅ \u2028 \x85 \x7f 😀", "&amp;"]
+
+
+@pytest.mark.parametrize("text", AWKWARD)
+def test_awkward_text_is_escaped_and_reads_back(text):
+    sam = maximal_sam(True)
+    sam = replace(sam, message_info=replace(sam.message_info, note=text),
+                  header=replace(sam.header, requesting_agency_id=agency(text)))
+    for version in Version:
+        data = serialise(m.Envelope(version=version, message=sam))
+        assert as_lxml_writes_it(data) == data
+        assert_officially_valid(data, version)
+        back = parse(data).message
+        assert back.message_info.note == text.strip()
+        assert back.header.requesting_agency_id.value == text.strip()
+
+
+@pytest.mark.parametrize("text", AWKWARD)
+def test_awkward_attribute_is_escaped_and_reads_back(text):
+    """A scheme is an xs:anyURI, so not every text is valid there: only the escaping
+    and the reading back are tested."""
+    sam = maximal_sam(True)
+    sam = replace(sam, header=replace(sam.header, requesting_agency_id=m.AgencyId(
+        type=Code("ISIL", scheme=text), value="X")))
+    for version in Version:
+        data = serialise(m.Envelope(version=version, message=sam))
+        assert as_lxml_writes_it(data) == data
+        assert parse(data).message.header.requesting_agency_id.type.scheme == text
+
+
+@pytest.mark.parametrize("bad", ["\x00", "\x0b", "\x1f", "\ud800", "\ufffe", "\uffff"])
+@pytest.mark.parametrize("where", ["text", "attribute"])
+def test_characters_xml_cannot_carry_are_refused(bad, where):
+    sam = maximal_sam(True)
+    if where == "text":
+        sam = replace(sam, message_info=replace(sam.message_info, note=f"a{bad}b"))
+    else:
+        sam = replace(sam, header=replace(sam.header, requesting_agency_id=m.AgencyId(
+            type=Code("ISIL", scheme=f"a{bad}b"), value="X")))
+    with pytest.raises(ValueError, match="which XML cannot carry"):
+        serialise(m.Envelope(version=Version.V2021_2, message=sam))
