@@ -63,3 +63,36 @@ def test_evolve_changes_the_named_fields_and_keeps_the_rest():
     assert before.day is None  # a new value; the old one is untouched
     with pytest.raises(TypeError):
         evolve(before, colour=Colour.RED)  # no such field: refused, as dataclasses.replace does
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Checked:
+    low: int
+    high: int
+
+    def __post_init__(self):
+        if self.low > self.high:
+            raise ValueError("low above high")
+
+
+def test_evolve_copies_slotted_and_plain_dataclasses_alike():
+    """Inner (slotted, set slot by slot) and Outer (no slots, rebuilt through __init__)."""
+    at = datetime(2026, 12, 6, tzinfo=UTC)
+    inner = Inner(at=at, day=date(2026, 12, 7))
+    assert evolve(inner) == inner and evolve(inner) is not inner
+    assert evolve(inner, at=at.replace(hour=3), day=None) == Inner(at=at.replace(hour=3))
+    outer = Outer(name="x", colour=Colour.RED, size=Size.BIG, amount=Decimal(1))
+    assert evolve(outer, flag=True) == Outer(name="x", colour=Colour.RED, size=Size.BIG,
+                                             amount=Decimal(1), flag=True)
+    with pytest.raises(AttributeError):  # still frozen
+        evolve(inner, day=None).day = date(2026, 1, 1)  # type: ignore[misc]
+    with pytest.raises(TypeError, match="no field 'colour'"):
+        evolve(inner, colour=Colour.RED)
+    with pytest.raises(TypeError):
+        evolve(outer, colour2=Colour.RED)
+
+
+def test_evolve_keeps_a_post_init_check():
+    """A class whose __init__ does more than store its arguments is built through it."""
+    with pytest.raises(ValueError, match="low above high"):
+        evolve(Checked(low=1, high=2), low=3)
