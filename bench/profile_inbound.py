@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import cProfile
 import io
+import os
 import pstats
 import sys
 import time
@@ -47,6 +48,7 @@ async def run(args, d: Path, dbs: Databases) -> None:
     from sqlalchemy import event
 
     from node.config import load
+    from node.serve_cli import quiet_garbage_collector
     from node.service import Node
     from node.store import db, holdings_repo
     from node.supplier import holdings
@@ -81,6 +83,7 @@ async def run(args, d: Path, dbs: Databases) -> None:
                            isbn=books[i % len(books)][0]) for i in range(args.n + 20)]
     for b in bodies[:20]:  # warm-up: statement caches
         await node.receive(b)
+    quiet_garbage_collector()  # as `ill-node serve` does once started
     stmts.clear()
     driver_time[0] = 0.0
     if spans is not None:
@@ -133,6 +136,8 @@ async def run(args, d: Path, dbs: Databases) -> None:
         out = io.StringIO()
         pstats.Stats(prof, stream=out).sort_stats("tottime").print_stats(25)
         print(out.getvalue()[:6000])
+        if os.environ.get("ILL_PROFILE_DUMP"):  # for pstats: callers and callees
+            prof.dump_stats(os.environ["ILL_PROFILE_DUMP"])
     await engine.dispose()
 
 
