@@ -115,8 +115,19 @@ def format_decimal(value: Decimal) -> str:
     return format(value, "f")
 
 
-def _text(out, name, value, version):
-    out.append(f"<{name}>{_escape(value)}</{name}>")
+def _leaf(to_text: Callable[[Any], str]) -> Callable:
+    """An encoder writing ``to_text(value)`` as the element's text (markup-safe)."""
+    def encode(out, name, value, version):
+        out.append(f"<{name}>{to_text(value)}</{name}>")
+    return encode
+
+
+_text = _leaf(_escape)
+_plain_code = _leaf(lambda code: _escape(code.value))
+_datetime = _leaf(format_datetime)
+_int = _leaf(lambda value: str(int(value)))
+_decimal = _leaf(format_decimal)
+_bool = _leaf(lambda value: "true" if value else "false")
 
 
 def _code(out, name, value, version):
@@ -125,26 +136,6 @@ def _code(out, name, value, version):
                    f"{_escape(value.value)}</{name}>")
     else:
         out.append(f"<{name}>{_escape(value.value)}</{name}>")
-
-
-def _plain_code(out, name, value, version):
-    out.append(f"<{name}>{_escape(value.value)}</{name}>")
-
-
-def _datetime(out, name, value, version):
-    out.append(f"<{name}>{format_datetime(value)}</{name}>")
-
-
-def _int(out, name, value, version):
-    out.append(f"<{name}>{int(value)}</{name}>")
-
-
-def _decimal(out, name, value, version):
-    out.append(f"<{name}>{format_decimal(value)}</{name}>")
-
-
-def _bool(out, name, value, version):
-    out.append(f"<{name}>{'true' if value else 'false'}</{name}>")
 
 
 def _enum(out, name, value, version):
