@@ -1556,9 +1556,9 @@ def step(tx: LendingTransaction, input_: LendingInput, data: Data, *,
         raise _illegal(tx, input_) from None
     result = handler(tx, data, ctx, target)
     new = result.state
-    if target is not None:
-        new = evolve(new, state=target)
     updates: dict[str, Any] = {"updated_at": ctx.now}
+    if target is not None:
+        updates["state"] = target
     if result.send:
         last = result.send[-1].status_info.status
         if last is not new.reported_status:
