@@ -56,7 +56,6 @@ async def main() -> None:
             b"ISBNPLACEHOLDER", books[i % len(books)][0]).replace(
             b"TITLEPLACEHOLDER", books[i % len(books)][1])
 
-    lat_due: list[float] = []
     lat_send: list[float] = []
     counts = {"sent": 0, "ok": 0, "error_conf": 0, "http_error": 0, "exception": 0,
               "timeout": 0}
@@ -83,7 +82,6 @@ async def main() -> None:
                 counts.setdefault("last_exception", repr(exc)[:200])
                 return
             end = time.perf_counter()
-            lat_due.append(end - due)
             timeline.append((due - t0, end - due))
             lat_send.append(end - start)
             if status != 200:
@@ -121,6 +119,7 @@ async def main() -> None:
             await asyncio.gather(*(worker() for _ in range(args.conns)))
         elapsed = time.perf_counter() - t0
     ms = 1000
+    lat_due = [lat for _, lat in timeline]
     if args.timeline:
         with open(args.timeline, "w") as out:
             out.writelines(f"{due * ms:.1f} {lat * ms:.2f}\n" for due, lat in sorted(timeline))

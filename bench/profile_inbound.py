@@ -136,8 +136,8 @@ async def run(args, d: Path, dbs: Databases) -> None:
         out = io.StringIO()
         pstats.Stats(prof, stream=out).sort_stats("tottime").print_stats(25)
         print(out.getvalue()[:6000])
-        if os.environ.get("ILL_PROFILE_DUMP"):  # for pstats: callers and callees
-            prof.dump_stats(os.environ["ILL_PROFILE_DUMP"])
+        if dump := os.environ.get("ILL_PROFILE_DUMP"):  # for pstats: callers and callees
+            prof.dump_stats(dump)
     await engine.dispose()
 
 

@@ -510,15 +510,15 @@ _SAM_TAIL = Table("supplyingAgencyMessage", [
 ])
 
 
-class _SupplyingAgencyMessage:
-    def __call__(self, out, name, message, version):
-        _element(out, name, self.fill, message, version)
+def _supplying_agency_message_fields(out, message, version):
+    _SAM_HEAD.fill(out, message, version)
+    if version is V21:
+        _retry_info(out, message, version)
+    _SAM_TAIL.fill(out, message, version)
 
-    def fill(self, out, message, version):
-        _SAM_HEAD.fill(out, message, version)
-        if version is V21:
-            _retry_info(out, message, version)
-        _SAM_TAIL.fill(out, message, version)
+
+def _supplying_agency_message(out, name, message, version):
+    _element(out, name, _supplying_agency_message_fields, message, version)
 
 
 REQUESTING_AGENCY_MESSAGE = Table("requestingAgencyMessage", [
@@ -550,7 +550,7 @@ REQUESTING_AGENCY_MESSAGE_CONFIRMATION = Table("requestingAgencyMessageConfirmat
 
 WRITERS: dict[type, tuple[str, Any]] = {
     m.Request: ("request", REQUEST),
-    m.SupplyingAgencyMessage: ("supplyingAgencyMessage", _SupplyingAgencyMessage()),
+    m.SupplyingAgencyMessage: ("supplyingAgencyMessage", _supplying_agency_message),
     m.RequestingAgencyMessage: ("requestingAgencyMessage", REQUESTING_AGENCY_MESSAGE),
     m.RequestConfirmation: ("requestConfirmation", REQUEST_CONFIRMATION),
     m.SupplyingAgencyMessageConfirmation: (
